@@ -1,0 +1,404 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// DefaultCallTimeout bounds one EC2 call, retries included.
+const DefaultCallTimeout = 30 * time.Second
+
+// Client reads and changes one account's Spot Fleet requests through EC2API.
+type Client struct {
+	api     EC2API
+	retry   Retry
+	timeout time.Duration
+}
+
+// Option changes how a Client behaves.
+type Option func(*Client)
+
+// WithRetry sets the retry policy for throttled and failed calls.
+func WithRetry(r Retry) Option { return func(c *Client) { c.retry = r } }
+
+// WithCallTimeout bounds each call, retries included.
+func WithCallTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// NewClient returns a Client that calls api.
+func NewClient(api EC2API, opts ...Option) *Client {
+	c := &Client{api: api, retry: DefaultRetry, timeout: DefaultCallTimeout}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Request is what the plugins need to know of a Spot Fleet request.
+type Request struct {
+	ID                string
+	State             types.BatchState
+	Type              types.FleetType
+	TargetCapacity    int
+	FulfilledCapacity float64
+	// InstanceTypes lists the instance types the request can launch, from its
+	// launch specifications and launch-template overrides, sorted and unique.
+	InstanceTypes []string
+	// UnresolvedTemplates names launch templates used without an override
+	// that sets the instance type; their type is read with InstanceTypesOf.
+	UnresolvedTemplates []types.FleetLaunchTemplateSpecification
+	// Weights lists weighted capacities other than 1 found in the request.
+	Weights []float64
+}
+
+// Modifiable reports whether the request accepts a new target capacity now.
+func (r *Request) Modifiable() bool { return r.State == types.BatchStateActive }
+
+// Instance is one instance of a fleet, as EC2 describes it.
+type Instance struct {
+	ID         string
+	Type       string
+	State      types.InstanceStateName
+	LaunchTime time.Time
+	Tags       map[string]string
+}
+
+// Running reports whether the instance is pending or running (it counts as capacity).
+func (i Instance) Running() bool {
+	return i.State == types.InstanceStateNameRunning || i.State == types.InstanceStateNamePending
+}
+
+func (c *Client) call(ctx context.Context, what string, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.retry.Do(ctx, what, fn)
+}
+
+// Describe returns the Spot Fleet request id.
+func (c *Client) Describe(ctx context.Context, id string) (*Request, error) {
+	var out *ec2.DescribeSpotFleetRequestsOutput
+	err := c.call(ctx, fmt.Sprintf("describing spot fleet request %s", id), func(ctx context.Context) error {
+		var err error
+		out, err = c.api.DescribeSpotFleetRequests(ctx, &ec2.DescribeSpotFleetRequestsInput{SpotFleetRequestIds: []string{id}})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, cfg := range out.SpotFleetRequestConfigs {
+		if aws.ToString(cfg.SpotFleetRequestId) == id {
+			return newRequest(cfg), nil
+		}
+	}
+	return nil, fmt.Errorf("describing spot fleet request %s: %w", id, ErrNotFound)
+}
+
+// ErrNotFound says the spot fleet request does not exist.
+var ErrNotFound = errors.New("spot fleet request not found")
+
+func newRequest(cfg types.SpotFleetRequestConfig) *Request {
+	r := &Request{ID: aws.ToString(cfg.SpotFleetRequestId), State: cfg.SpotFleetRequestState}
+	data := cfg.SpotFleetRequestConfig
+	if data == nil {
+		return r
+	}
+	r.Type = data.Type
+	if r.Type == "" {
+		r.Type = types.FleetTypeMaintain // the EC2 default
+	}
+	r.TargetCapacity = int(aws.ToInt32(data.TargetCapacity))
+	r.FulfilledCapacity = aws.ToFloat64(data.FulfilledCapacity)
+	seen := map[string]bool{}
+	addType := func(t types.InstanceType) {
+		if t != "" && !seen[string(t)] {
+			seen[string(t)] = true
+			r.InstanceTypes = append(r.InstanceTypes, string(t))
+		}
+	}
+	addWeight := func(w *float64) {
+		if w != nil && *w != 1 {
+			r.Weights = append(r.Weights, *w)
+		}
+	}
+	for _, spec := range data.LaunchSpecifications {
+		addType(spec.InstanceType)
+		addWeight(spec.WeightedCapacity)
+	}
+	for _, ltc := range data.LaunchTemplateConfigs {
+		typed := false
+		for _, o := range ltc.Overrides {
+			if o.InstanceType != "" {
+				typed = true
+			}
+			addType(o.InstanceType)
+			addWeight(o.WeightedCapacity)
+		}
+		if !typed && ltc.LaunchTemplateSpecification != nil {
+			r.UnresolvedTemplates = append(r.UnresolvedTemplates, *ltc.LaunchTemplateSpecification)
+		}
+	}
+	sort.Strings(r.InstanceTypes)
+	return r
+}
+
+// InstanceTypesOf returns every instance type r can launch, reading the
+// instance type of launch templates that have no override.
+func (c *Client) InstanceTypesOf(ctx context.Context, r *Request) ([]string, error) {
+	all := append([]string(nil), r.InstanceTypes...)
+	for _, lt := range r.UnresolvedTemplates {
+		t, err := c.templateInstanceType(ctx, lt)
+		if err != nil {
+			return nil, err
+		}
+		if t != "" {
+			all = append(all, t)
+		}
+	}
+	sort.Strings(all)
+	return compactStrings(all), nil
+}
+
+func (c *Client) templateInstanceType(ctx context.Context, lt types.FleetLaunchTemplateSpecification) (string, error) {
+	in := &ec2.DescribeLaunchTemplateVersionsInput{
+		LaunchTemplateId:   lt.LaunchTemplateId,
+		LaunchTemplateName: lt.LaunchTemplateName,
+	}
+	if v := aws.ToString(lt.Version); v != "" {
+		in.Versions = []string{v}
+	} else {
+		in.Versions = []string{"$Default"}
+	}
+	name := aws.ToString(lt.LaunchTemplateId) + aws.ToString(lt.LaunchTemplateName)
+	var out *ec2.DescribeLaunchTemplateVersionsOutput
+	err := c.call(ctx, fmt.Sprintf("describing launch template %s", name), func(ctx context.Context) error {
+		var err error
+		out, err = c.api.DescribeLaunchTemplateVersions(ctx, in)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	for _, v := range out.LaunchTemplateVersions {
+		if v.LaunchTemplateData != nil {
+			return string(v.LaunchTemplateData.InstanceType), nil
+		}
+	}
+	return "", nil
+}
+
+// Families returns the instance families (the part of an instance type before
+// the dot: "c5" of "c5.large") of the given instance types, sorted and unique.
+func Families(instanceTypes []string) []string {
+	var out []string
+	for _, t := range instanceTypes {
+		fam, _, _ := strings.Cut(t, ".")
+		out = append(out, fam)
+	}
+	sort.Strings(out)
+	return compactStrings(out)
+}
+
+func compactStrings(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// SetTargetCapacity sets the fleet's target capacity to n and tells EC2 never
+// to pick instances to terminate itself: the caller terminates exactly the
+// instances it drained.
+func (c *Client) SetTargetCapacity(ctx context.Context, id string, n int) error {
+	return c.call(ctx, fmt.Sprintf("setting target capacity of spot fleet request %s to %d", id, n), func(ctx context.Context) error {
+		_, err := c.api.ModifySpotFleetRequest(ctx, &ec2.ModifySpotFleetRequestInput{
+			SpotFleetRequestId:              aws.String(id),
+			TargetCapacity:                  aws.Int32(int32(n)),
+			ExcessCapacityTerminationPolicy: types.ExcessCapacityTerminationPolicyNoTermination,
+		})
+		return err
+	})
+}
+
+// Instances returns the fleet's active instances with their state and tags.
+func (c *Client) Instances(ctx context.Context, id string) ([]Instance, error) {
+	var active []types.ActiveInstance
+	var token *string
+	for {
+		var out *ec2.DescribeSpotFleetInstancesOutput
+		err := c.call(ctx, fmt.Sprintf("describing instances of spot fleet request %s", id), func(ctx context.Context) error {
+			var err error
+			out, err = c.api.DescribeSpotFleetInstances(ctx, &ec2.DescribeSpotFleetInstancesInput{SpotFleetRequestId: aws.String(id), NextToken: token})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		active = append(active, out.ActiveInstances...)
+		token = out.NextToken
+		if aws.ToString(token) == "" {
+			break
+		}
+	}
+	if len(active) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, 0, len(active))
+	for _, a := range active {
+		ids = append(ids, aws.ToString(a.InstanceId))
+	}
+	return c.DescribeInstances(ctx, ids)
+}
+
+// DescribeInstances returns the named instances; ones EC2 no longer knows are left out.
+func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instance, error) {
+	var out []Instance
+	for start := 0; start < len(ids); start += 200 {
+		batch := ids[start:min(start+200, len(ids))]
+		var token *string
+		for {
+			var resp *ec2.DescribeInstancesOutput
+			err := c.call(ctx, fmt.Sprintf("describing %d instances", len(batch)), func(ctx context.Context) error {
+				var err error
+				resp, err = c.api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: batch, NextToken: token})
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, res := range resp.Reservations {
+				for _, in := range res.Instances {
+					out = append(out, newInstance(in))
+				}
+			}
+			token = resp.NextToken
+			if aws.ToString(token) == "" {
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func newInstance(in types.Instance) Instance {
+	i := Instance{ID: aws.ToString(in.InstanceId), Type: string(in.InstanceType), LaunchTime: aws.ToTime(in.LaunchTime), Tags: map[string]string{}}
+	if in.State != nil {
+		i.State = in.State.Name
+	}
+	for _, t := range in.Tags {
+		i.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return i
+}
+
+// Tag sets tags on EC2 resources (instances or the fleet request itself).
+func (c *Client) Tag(ctx context.Context, ids []string, tags map[string]string) error {
+	if len(ids) == 0 || len(tags) == 0 {
+		return nil
+	}
+	in := &ec2.CreateTagsInput{Resources: ids}
+	for k, v := range tags {
+		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	sort.Slice(in.Tags, func(i, j int) bool { return *in.Tags[i].Key < *in.Tags[j].Key })
+	return c.call(ctx, fmt.Sprintf("tagging %s", strings.Join(ids, ",")), func(ctx context.Context) error {
+		_, err := c.api.CreateTags(ctx, in)
+		return err
+	})
+}
+
+// Untag removes tag keys from EC2 resources.
+func (c *Client) Untag(ctx context.Context, ids []string, keys ...string) error {
+	if len(ids) == 0 || len(keys) == 0 {
+		return nil
+	}
+	in := &ec2.DeleteTagsInput{Resources: ids}
+	for _, k := range keys {
+		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k)})
+	}
+	return c.call(ctx, fmt.Sprintf("removing tags %s from %s", strings.Join(keys, ","), strings.Join(ids, ",")), func(ctx context.Context) error {
+		_, err := c.api.DeleteTags(ctx, in)
+		return err
+	})
+}
+
+// Tags returns the tags of one EC2 resource (for example a spot fleet request).
+func (c *Client) Tags(ctx context.Context, id string) (map[string]string, error) {
+	tags := map[string]string{}
+	var token *string
+	for {
+		var out *ec2.DescribeTagsOutput
+		err := c.call(ctx, fmt.Sprintf("describing tags of %s", id), func(ctx context.Context) error {
+			var err error
+			out, err = c.api.DescribeTags(ctx, &ec2.DescribeTagsInput{
+				Filters:   []types.Filter{{Name: aws.String("resource-id"), Values: []string{id}}},
+				NextToken: token,
+			})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range out.Tags {
+			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+		}
+		token = out.NextToken
+		if aws.ToString(token) == "" {
+			return tags, nil
+		}
+	}
+}
+
+// Terminate terminates exactly the named instances and reports the outcome per
+// instance: a nil error means EC2 accepted the termination. When EC2 refuses
+// the batch as a whole, each instance is tried on its own so that one bad id
+// does not keep the others alive.
+func (c *Client) Terminate(ctx context.Context, ids []string) map[string]error {
+	result := make(map[string]error, len(ids))
+	if len(ids) == 0 {
+		return result
+	}
+	if err := c.terminate(ctx, ids, result); err != nil && len(ids) > 1 {
+		for _, id := range ids {
+			_ = c.terminate(ctx, []string{id}, result)
+		}
+	}
+	return result
+}
+
+func (c *Client) terminate(ctx context.Context, ids []string, result map[string]error) error {
+	var out *ec2.TerminateInstancesOutput
+	err := c.call(ctx, fmt.Sprintf("terminating instances %s", strings.Join(ids, ",")), func(ctx context.Context) error {
+		var err error
+		out, err = c.api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
+		return err
+	})
+	if err != nil {
+		for _, id := range ids {
+			result[id] = err
+		}
+		return err
+	}
+	accepted := map[string]bool{}
+	for _, ch := range out.TerminatingInstances {
+		accepted[aws.ToString(ch.InstanceId)] = true
+	}
+	for _, id := range ids {
+		if accepted[id] {
+			result[id] = nil
+		} else {
+			result[id] = fmt.Errorf("terminating instance %s: EC2 did not report it as terminating", id)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+// Package nomadnode holds the Nomad node operations the plugins need: listing
+// the nodes of a pool, mapping them to their cloud instances, draining,
+// eligibility and purging. Everything goes through the small API interface so
+// that the target's scale paths can be tested without a Nomad cluster.
+package nomadnode
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// API is the part of the Nomad HTTP API the plugins use.
+type API interface {
+	// ListNodes returns every node the cluster knows.
+	ListNodes(ctx context.Context) ([]*api.NodeListStub, error)
+	// NodeInfo returns one node with its attributes and meta.
+	NodeInfo(ctx context.Context, id string) (*api.Node, error)
+	// Drain marks the node ineligible, drains it and waits for the drain to
+	// finish, the deadline to force it, or ctx to end.
+	Drain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error
+	// SetEligibility marks the node eligible or ineligible for scheduling.
+	SetEligibility(ctx context.Context, id string, eligible bool) error
+	// Purge removes the node from the cluster state.
+	Purge(ctx context.Context, id string) error
+}
+
+// Client implements API with the official Nomad API client.
+type Client struct {
+	c *api.Client
+}
+
+var _ API = (*Client)(nil)
+
+// NewClient returns a Client for the given configuration. It does not dial.
+func NewClient(cfg *api.Config) (*Client, error) {
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating Nomad API client: %w", err)
+	}
+	return &Client{c: c}, nil
+}
+
+// Raw returns the underlying Nomad API client (the SDK's node selectors need it).
+func (c *Client) Raw() *api.Client { return c.c }
+
+// ListNodes implements API.
+func (c *Client) ListNodes(ctx context.Context) ([]*api.NodeListStub, error) {
+	nodes, _, err := c.c.Nodes().List((&api.QueryOptions{Params: map[string]string{"resources": "true"}}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("listing Nomad nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+// NodeInfo implements API.
+func (c *Client) NodeInfo(ctx context.Context, id string) (*api.Node, error) {
+	n, _, err := c.c.Nodes().Info(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("reading Nomad node %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// Drain implements API.
+func (c *Client) Drain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error {
+	resp, err := c.c.Nodes().UpdateDrainOpts(id, &api.DrainOptions{DrainSpec: spec, Meta: meta}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("starting drain of Nomad node %s: %w", id, err)
+	}
+	for msg := range c.c.Nodes().MonitorDrain(ctx, id, resp.LastIndex, spec.IgnoreSystemJobs) {
+		if msg.Level == api.MonitorMsgLevelError {
+			return fmt.Errorf("draining Nomad node %s: %s", id, msg.Message)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("draining Nomad node %s: %w", id, err)
+	}
+	return nil
+}
+
+// SetEligibility implements API.
+func (c *Client) SetEligibility(ctx context.Context, id string, eligible bool) error {
+	if _, err := c.c.Nodes().ToggleEligibility(id, eligible, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("setting eligibility of Nomad node %s to %t: %w", id, eligible, err)
+	}
+	return nil
+}
+
+// Purge implements API.
+func (c *Client) Purge(ctx context.Context, id string) error {
+	if _, _, err := c.c.Nodes().Purge(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("purging Nomad node %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package nomadnode
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/nomad-autoscaler/sdk"
+	"github.com/hashicorp/nomad-autoscaler/sdk/helper/scaleutils/nodepool"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Pool selects the nodes of one node pool by class, datacenter and/or Nomad
+// node pool (all that are set must match), as the stock cluster targets do.
+type Pool struct {
+	id nodepool.ClusterNodePoolIdentifier
+}
+
+// NewPool reads node_class, datacenter and node_pool from a policy's target config.
+func NewPool(cfg map[string]string) (Pool, error) {
+	id, err := nodepool.NewClusterNodePoolIdentifier(cfg)
+	if err != nil {
+		return Pool{}, fmt.Errorf("no node pool selected: set at least one of %s, %s or %s",
+			sdk.TargetConfigKeyClass, sdk.TargetConfigKeyDatacenter, sdk.TargetConfigKeyNodePool)
+	}
+	return Pool{id: id}, nil
+}
+
+// Contains reports whether n belongs to the pool.
+func (p Pool) Contains(n *api.NodeListStub) bool { return p.id.IsPoolMember(n) }
+
+// String describes the pool for logs.
+func (p Pool) String() string { return p.id.Key() + "=" + p.id.Value() }
+
+// IDLookup reads a node's cloud instance id from an attribute or a meta key.
+type IDLookup struct {
+	key  string
+	meta bool
+}
+
+// DefaultIDAttribute is set by Nomad's AWS fingerprinter on EC2.
+const DefaultIDAttribute = "unique.platform.aws.instance-id"
+
+// ParseIDLookup accepts "meta.<key>" for client meta, or an attribute name,
+// optionally written "attr.<name>" as in Nomad constraints.
+func ParseIDLookup(s string) (IDLookup, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		s = DefaultIDAttribute
+	}
+	if k, ok := strings.CutPrefix(s, "meta."); ok {
+		if k == "" {
+			return IDLookup{}, fmt.Errorf("%q names no meta key: write meta.<key>, for example meta.ec2_instance_id", s)
+		}
+		return IDLookup{key: k, meta: true}, nil
+	}
+	s = strings.TrimPrefix(s, "attr.")
+	if s == "" {
+		return IDLookup{}, fmt.Errorf("empty attribute name: write an attribute such as %s, or meta.<key>", DefaultIDAttribute)
+	}
+	return IDLookup{key: s}, nil
+}
+
+// String returns the lookup in the form ParseIDLookup accepts.
+func (l IDLookup) String() string {
+	if l.meta {
+		return "meta." + l.key
+	}
+	return l.key
+}
+
+// InstanceID returns the instance id of n.
+func (l IDLookup) InstanceID(n *api.Node) (string, error) {
+	src, where := n.Attributes, "attribute"
+	if l.meta {
+		src, where = n.Meta, "meta key"
+	}
+	if v := src[l.key]; v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("node %s has no %s %q", n.ID, where, l.key)
+}
+
+// Node is a pool member with the instance it runs on.
+type Node struct {
+	*api.NodeListStub
+	InstanceID string
+}
+
+// Unmapped is a pool member whose instance id could not be read.
+type Unmapped struct {
+	NodeID string
+	Err    error
+}
+
+// PoolNodes lists the pool's nodes that are not down, with their instance
+// ids. Nodes whose id cannot be read are returned apart, so callers can say so.
+func PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLookup) ([]Node, []Unmapped, error) {
+	stubs, err := a.ListNodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var nodes []Node
+	var unmapped []Unmapped
+	for _, s := range stubs {
+		if !pool.Contains(s) || s.Status == api.NodeStatusDown {
+			continue
+		}
+		info, err := a.NodeInfo(ctx, s.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := lookup.InstanceID(info)
+		if err != nil {
+			unmapped = append(unmapped, Unmapped{NodeID: s.ID, Err: err})
+			continue
+		}
+		nodes = append(nodes, Node{NodeListStub: s, InstanceID: id})
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	return nodes, unmapped, nil
+}
