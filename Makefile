@@ -50,5 +50,10 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 
+## bench: replay the shared traces under every policy; rewrites docs/benchmark.md and docs/bench/*.svg
+TRACES ?= ../shared/traces
+bench:
+	$(GO) run ./strategy-cpu-target/sim/cmd/simulate -traces $(TRACES) -spot-rate 0.005 -sensitivity alibaba2018 -plots docs/bench -doc docs/benchmark.md
+
 clean:
 	rm -rf $(BIN) $(PLUGIN_DIR)/target-spotfleet $(PLUGIN_DIR)/strategy-cpu-target $(PLUGIN_DIR)/apm-node e2e-test.out

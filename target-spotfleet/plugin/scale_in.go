@@ -90,7 +90,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		}
 	}
 
-	log.Info("scaled in", "target_capacity", from-len(terminated), "terminated", instanceIDs(terminated),
+	log.Info("scaled in", "target_capacity", from-len(terminated), "selector", cfg.Selector, "terminated", instanceIDs(terminated),
 		"drain_failed", failureIDs(failed), "terminate_failed", failureIDs(notTerminated), "reason", action.Reason)
 	if all := append(failed, notTerminated...); len(all) > 0 {
 		return fmt.Errorf("scale in of %s: %d of %d nodes removed: %w", cfg.FleetID, len(terminated), len(victims), joinFailures(all))
@@ -171,7 +171,7 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log.Info("draining node", "node_id", n.ID, "instance_id", n.InstanceID, "deadline", cfg.DrainDeadline)
+			log.Info("draining node", "node_id", n.ID, "instance_id", n.InstanceID, "deadline", cfg.DrainDeadline.String())
 			err := t.nodes.Drain(ctx, n.ID, spec, drainedByMeta)
 			mu.Lock()
 			defer mu.Unlock()

@@ -1,0 +1,268 @@
+package localcloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ErrAutoscalerExited is wrapped by the errors of StartAutoscaler and WaitLog
+// when the agent process has exited (plugin load or SetConfig failure, bad
+// configuration ...).
+var ErrAutoscalerExited = errors.New("nomad-autoscaler agent exited")
+
+// AutoscalerSpec configures a Nomad Autoscaler agent run by StartAutoscaler.
+type AutoscalerSpec struct {
+	// Bin is the agent binary; default <repo>/bin/nomad-autoscaler.
+	Bin string
+	// PluginDir is the agent's plugin_dir; default <repo>/plugins.
+	PluginDir string
+	// EvaluationInterval is policy.default_evaluation_interval; default 5s.
+	EvaluationInterval time.Duration
+	// Cooldown is policy.default_cooldown; default 10s.
+	Cooldown time.Duration
+	// LogLevel is the agent's log_level; default "DEBUG".
+	LogLevel string
+	// ExtraHCL is appended to the agent configuration: apm, strategy and
+	// target blocks.
+	ExtraHCL string
+	// Policies maps file names (for example "cluster.hcl") to policy file
+	// contents, written to the agent's policy dir.
+	Policies map[string]string
+	// Env is added to the agent's environment (which already holds
+	// Cloud.AWSEnv: static test credentials and moto as the endpoint).
+	Env []string
+}
+
+// Autoscaler is a running Nomad Autoscaler agent.
+type Autoscaler struct {
+	proc      *process
+	dir       string
+	cfgPath   string
+	policyDir string
+	addr      string
+}
+
+// AWSEnv returns environment variables that point an aws-sdk-go-v2 default
+// configuration at moto only: static test credentials, us-east-1,
+// AWS_ENDPOINT_URL and no instance metadata lookups.
+func (c *Cloud) AWSEnv() []string {
+	return []string{
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_REGION=" + DefaultRegion,
+		"AWS_DEFAULT_REGION=" + DefaultRegion,
+		"AWS_ENDPOINT_URL=" + c.motoURL,
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// autoscalerEnv is the agent's environment: the caller's without AWS, Nomad,
+// Consul and Vault variables, plus AWSEnv and extra.
+func (c *Cloud) autoscalerEnv(extra []string) []string {
+	var env []string
+	for _, kv := range nomadEnv() {
+		if strings.HasPrefix(kv, "AWS_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, c.AWSEnv()...)
+	return append(env, extra...)
+}
+
+// agentHCL renders the agent configuration.
+func agentHCL(spec AutoscalerSpec, nomadAddr, policyDir string, port int) string {
+	return fmt.Sprintf(`# Nomad Autoscaler agent of the local cloud (generated).
+log_level  = %q
+plugin_dir = %q
+
+nomad {
+  address = %q
+}
+
+http {
+  bind_address = "127.0.0.1"
+  bind_port    = %d
+}
+
+policy {
+  dir                         = %q
+  default_evaluation_interval = %q
+  default_cooldown            = %q
+}
+
+%s
+`, spec.LogLevel, spec.PluginDir, nomadAddr, port, policyDir,
+		spec.EvaluationInterval.String(), spec.Cooldown.String(), spec.ExtraHCL)
+}
+
+// StartAutoscaler writes the agent configuration and policy files, starts
+// `nomad-autoscaler agent -config <file>` with its output in a log file, and
+// waits until its HTTP health endpoint answers and it has loaded its plugins
+// (the policy manager has started). If the agent exits during start-up
+// (unknown plugin, plugin name mismatch, SetConfig error ...) it returns the
+// handle (for its logs) and an error wrapping ErrAutoscalerExited. Close
+// stops every agent.
+func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Autoscaler, error) {
+	var err error
+	if spec.Bin, err = repoBinary(spec.Bin, "nomad-autoscaler", "run `make tools`"); err != nil {
+		return nil, err
+	}
+	if spec.PluginDir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return nil, err
+		}
+		spec.PluginDir = filepath.Join(root, "plugins")
+	}
+	if spec.EvaluationInterval <= 0 {
+		spec.EvaluationInterval = 5 * time.Second
+	}
+	if spec.Cooldown <= 0 {
+		spec.Cooldown = 10 * time.Second
+	}
+	if spec.LogLevel == "" {
+		spec.LogLevel = "DEBUG"
+	}
+
+	c.mu.Lock()
+	n := len(c.autoscalers) + 1
+	c.mu.Unlock()
+	dir := filepath.Join(c.cfg.WorkDir, fmt.Sprintf("autoscaler-%d", n))
+	policyDir := filepath.Join(dir, "policies")
+	if err := os.MkdirAll(policyDir, 0o755); err != nil {
+		return nil, fmt.Errorf("localcloud: create autoscaler policy dir: %w", err)
+	}
+	for name, content := range spec.Policies {
+		if name != filepath.Base(name) {
+			return nil, fmt.Errorf("localcloud: policy file name %q must not contain a path", name)
+		}
+		if err := os.WriteFile(filepath.Join(policyDir, name), []byte(content), 0o644); err != nil {
+			return nil, fmt.Errorf("localcloud: write policy %s: %w", name, err)
+		}
+	}
+
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		a := &Autoscaler{dir: dir, policyDir: policyDir, cfgPath: filepath.Join(dir, "agent.hcl"),
+			addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
+		if err := os.WriteFile(a.cfgPath, []byte(agentHCL(spec, c.NomadAddr(), policyDir, port)), 0o644); err != nil {
+			return nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
+		}
+		logPath := filepath.Join(c.logsDir, fmt.Sprintf("autoscaler-%d.log", n))
+		if attempt > 0 {
+			_ = os.Remove(logPath)
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errors.New("localcloud: start autoscaler: the cloud is closed")
+		}
+		p, err := startProcess(fmt.Sprintf("nomad-autoscaler-%d", n), spec.Bin,
+			[]string{"agent", "-config", a.cfgPath}, dir, logPath, c.autoscalerEnv(spec.Env))
+		if err != nil {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("localcloud: %w", err)
+		}
+		a.proc = p
+		c.autoscalers = append(c.autoscalers, a)
+		c.started = append(c.started, p.pid())
+		c.mu.Unlock()
+
+		err = waitHTTP(ctx, a.addr+"/v1/health", p, 60*time.Second)
+		if err == nil {
+			// The agent loads its plugins (SetConfig included) after the HTTP
+			// server starts and before the policy manager logs its sources.
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err = a.WaitLog(wctx, "starting policy source")
+			cancel()
+			if errors.Is(err, ErrAutoscalerExited) {
+				return a, fmt.Errorf("localcloud: start autoscaler: %w (%v); log %s", ErrAutoscalerExited, p.exitErr(), logPath)
+			}
+			c.logf("autoscaler %d up at %s (pid %d, log %s)", n, a.addr, p.pid(), logPath)
+			return a, nil
+		}
+		if !p.exited() {
+			return a, fmt.Errorf("localcloud: wait for the autoscaler agent at %s: %w", a.addr, err)
+		}
+		lastErr = fmt.Errorf("localcloud: start autoscaler: %w (%v); log %s", ErrAutoscalerExited, p.exitErr(), logPath)
+		if !strings.Contains(a.Logs(), "address already in use") {
+			return a, lastErr
+		}
+	}
+	return nil, lastErr
+}
+
+// Addr returns the agent's HTTP address (http://127.0.0.1:<port>).
+func (a *Autoscaler) Addr() string { return a.addr }
+
+// PID returns the agent's process ID.
+func (a *Autoscaler) PID() int { return a.proc.pid() }
+
+// ConfigPath returns the agent configuration file.
+func (a *Autoscaler) ConfigPath() string { return a.cfgPath }
+
+// PolicyDir returns the agent's policy directory.
+func (a *Autoscaler) PolicyDir() string { return a.policyDir }
+
+// LogPath returns the file that holds the agent's output.
+func (a *Autoscaler) LogPath() string { return a.proc.logPath }
+
+// Logs returns the agent's output so far.
+func (a *Autoscaler) Logs() string {
+	b, _ := os.ReadFile(a.proc.logPath)
+	return string(b)
+}
+
+// Exited reports whether the agent process has exited.
+func (a *Autoscaler) Exited() bool { return a.proc.exited() }
+
+// ExitErr returns the agent's exit status once it has exited (nil while it
+// runs or if it exited 0).
+func (a *Autoscaler) ExitErr() error { return a.proc.exitErr() }
+
+// WaitLog waits until the agent's output contains substr and returns the
+// first line that does.
+func (a *Autoscaler) WaitLog(ctx context.Context, substr string) (string, error) {
+	return a.waitLine(ctx, substr, func(line string) bool { return strings.Contains(line, substr) })
+}
+
+// WaitLogRegexp waits until a line of the agent's output matches re and
+// returns that line.
+func (a *Autoscaler) WaitLogRegexp(ctx context.Context, re *regexp.Regexp) (string, error) {
+	return a.waitLine(ctx, re.String(), re.MatchString)
+}
+
+func (a *Autoscaler) waitLine(ctx context.Context, what string, match func(string) bool) (string, error) {
+	for {
+		exited := a.proc.exited() // read before the log: the log is complete then
+		for _, line := range strings.Split(a.Logs(), "\n") {
+			if match(line) {
+				return line, nil
+			}
+		}
+		if exited {
+			return "", fmt.Errorf("localcloud: wait for %q in the autoscaler log: %w (%v)", what, ErrAutoscalerExited, a.proc.exitErr())
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("localcloud: wait for %q in the autoscaler log: %w", what, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops the agent and its plugin processes (idempotent).
+func (a *Autoscaler) Stop() error {
+	return a.proc.stop(10 * time.Second)
+}

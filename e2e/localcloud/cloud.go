@@ -1,0 +1,280 @@
+// Package localcloud runs a "local cloud" on loopback for end-to-end tests and
+// the demo: moto_server as the EC2 and SQS API, a single Nomad server, one
+// real Nomad client agent per running Spot Fleet instance (started and
+// stopped by a reconciler that also emulates what moto lacks: maintain refill
+// and spot interruption warnings), and the real Nomad Autoscaler agent.
+//
+// Nothing here talks to anything but 127.0.0.1. Every process is started by
+// this package, tracked by PID and stopped with its whole process tree by
+// Close. Direct children die with the owning process (Pdeathsig); whatever a
+// process that died without Close left behind (Nomad's logmon, executors,
+// tasks, mounts, cgroups) is swept by the next Start.
+//
+// A client agent gets a short symlink in the system temp dir as data_dir
+// (unix socket paths below a test's temp dir are too long for Nomad's task
+// API socket) and its own cgroup_parent; all its files stay in WorkDir.
+package localcloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+)
+
+// Defaults used when a Config field is left zero.
+const (
+	DefaultRegion            = "us-east-1"
+	DefaultAccountID         = "123456789012"
+	DefaultDatacenter        = "dc1"
+	DefaultNodeClass         = "spot"
+	DefaultCPUTotalCompute   = 2000
+	DefaultRefillDelay       = 10 * time.Second
+	DefaultReconcileInterval = time.Second
+	DefaultQueueName         = "localcloud-spot-interruptions"
+
+	// RefillDisabled as Config.RefillDelay turns maintain refill off.
+	RefillDisabled time.Duration = -1
+)
+
+// Config describes the local cloud to start.
+type Config struct {
+	// WorkDir holds every data dir, config file and log (tests pass t.TempDir()).
+	WorkDir string
+	// NomadBin is the Nomad v1.6.3 binary; default <repo>/bin/nomad.
+	NomadBin string
+	// MotoBin is the moto_server executable; default: found on PATH.
+	MotoBin string
+	// NomadLogLevel for the server and the clients; default "INFO".
+	NomadLogLevel string
+
+	// Reconcile starts the reconciler that keeps one client agent per running
+	// fleet instance and emulates maintain refill.
+	Reconcile bool
+	// ReconcileInterval is the reconciler's poll period; default 1s.
+	ReconcileInterval time.Duration
+	// RefillDelay is how long a maintain fleet may stay below its target
+	// before the reconciler launches replacements; zero means
+	// DefaultRefillDelay, RefillDisabled (any negative value) turns it off.
+	RefillDelay time.Duration
+
+	// Client holds the defaults for client agents (node class, datacenter,
+	// cpu_total_compute, extra meta) used by the reconciler and by StartClient
+	// for fields the caller leaves empty.
+	Client ClientOptions
+
+	// QueueName is the SQS queue that receives interruption warnings.
+	QueueName string
+
+	// OnEvent, when set, is called (synchronously, keep it quick) for every
+	// recorded Event.
+	OnEvent func(Event)
+	// Logf, when set, receives the cloud's own diagnostics (t.Logf fits).
+	Logf func(format string, args ...any)
+}
+
+// Cloud is a running local cloud. All methods are safe for concurrent use.
+type Cloud struct {
+	cfg     Config
+	logsDir string
+
+	moto     *process
+	motoURL  string
+	ec2      *ec2.Client
+	sqs      *sqs.Client
+	queueURL string
+	queueARN string
+
+	server *nomadServer
+
+	mu           sync.Mutex
+	clients      map[string]*client
+	autoscalers  []*Autoscaler
+	started      []int // PIDs of every process ever started
+	events       []Event
+	fleetTypes   map[string]string        // fleet ID -> request|maintain, from CreateFleet
+	fleetClients map[string]ClientOptions // fleet ID -> client options, from CreateFleet
+	rec          reconcilerState
+	closed       bool
+
+	bgCtx    context.Context // cancelled by Close: reconciler, interruptions
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start starts moto_server and the Nomad server (and the reconciler when
+// cfg.Reconcile is set). On error everything already started is stopped.
+func Start(ctx context.Context, cfg Config) (*Cloud, error) {
+	if cfg.WorkDir == "" {
+		return nil, errors.New("localcloud: Config.WorkDir is required")
+	}
+	wd, err := filepath.Abs(cfg.WorkDir)
+	if err != nil {
+		return nil, fmt.Errorf("localcloud: resolve work dir: %w", err)
+	}
+	cfg.WorkDir = wd
+	if cfg.NomadLogLevel == "" {
+		cfg.NomadLogLevel = "INFO"
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	if cfg.RefillDelay == 0 {
+		cfg.RefillDelay = DefaultRefillDelay
+	}
+	if cfg.QueueName == "" {
+		cfg.QueueName = DefaultQueueName
+	}
+	cfg.Client = cfg.Client.withDefaults(ClientOptions{
+		NodeClass:       DefaultNodeClass,
+		Datacenter:      DefaultDatacenter,
+		CPUTotalCompute: DefaultCPUTotalCompute,
+	})
+
+	c := &Cloud{
+		cfg:          cfg,
+		logsDir:      filepath.Join(wd, "logs"),
+		clients:      map[string]*client{},
+		fleetTypes:   map[string]string{},
+		fleetClients: map[string]ClientOptions{},
+		rec:          reconcilerState{belowSince: map[string]time.Time{}},
+	}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	for _, d := range []string{c.logsDir, filepath.Join(wd, "clients")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("localcloud: create %s: %w", d, err)
+		}
+	}
+
+	for _, msg := range sweepOrphans() {
+		c.logf("%s", msg)
+	}
+	if err := c.startMoto(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if err := c.createQueue(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if err := c.startServer(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if cfg.Reconcile {
+		c.startReconciler()
+	}
+	return c, nil
+}
+
+// Close stops the reconciler, pending interruptions, every autoscaler, every
+// client agent, the Nomad server and moto_server, each with its whole process
+// tree. It is idempotent and safe after a partial Start.
+func (c *Cloud) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.bgCancel()
+		c.bgWG.Wait()
+
+		var errs []error
+		c.mu.Lock()
+		autoscalers := append([]*Autoscaler(nil), c.autoscalers...)
+		ids := make([]string, 0, len(c.clients))
+		for id := range c.clients {
+			ids = append(ids, id)
+		}
+		c.mu.Unlock()
+
+		for _, a := range autoscalers {
+			if err := a.Stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		var wg sync.WaitGroup
+		var emu sync.Mutex
+		for _, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := c.StopClient(id); err != nil {
+					emu.Lock()
+					errs = append(errs, err)
+					emu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if c.server != nil {
+			if err := c.server.proc.stop(5 * time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.moto != nil {
+			if err := c.moto.stop(5 * time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+// WorkDir returns the cloud's work directory.
+func (c *Cloud) WorkDir() string { return c.cfg.WorkDir }
+
+// StartedPIDs returns the PIDs of every process the cloud has started so far
+// (moto, server, clients, autoscalers; stopped ones included).
+func (c *Cloud) StartedPIDs() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.started...)
+}
+
+// track records a started process's PID.
+func (c *Cloud) track(p *process) {
+	c.mu.Lock()
+	c.started = append(c.started, p.pid())
+	c.mu.Unlock()
+}
+
+// logf writes a diagnostic line when Config.Logf is set.
+func (c *Cloud) logf(format string, args ...any) {
+	if c.cfg.Logf != nil {
+		c.cfg.Logf("localcloud: "+format, args...)
+	}
+}
+
+// isClosed reports whether Close has begun.
+func (c *Cloud) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// goBackground runs fn in a goroutine that Close waits for, unless Close has
+// begun (then it returns false). Close marks the cloud closed under mu before
+// it waits, so no goroutine is added after the wait started.
+func (c *Cloud) goBackground(fn func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.bgWG.Add(1)
+	go func() {
+		defer c.bgWG.Done()
+		fn()
+	}()
+	return true
+}

@@ -1,0 +1,67 @@
+package localcloud
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EventKind names what happened in the local cloud.
+type EventKind string
+
+// The kinds of Event the local cloud records.
+const (
+	EventClientStarted          EventKind = "client-started"
+	EventClientStopped          EventKind = "client-stopped"
+	EventClientFailed           EventKind = "client-failed"
+	EventRefill                 EventKind = "refill"
+	EventInterruptionWarning    EventKind = "interruption-warning"
+	EventInterruptionTerminated EventKind = "interruption-terminated"
+	EventReconcileError         EventKind = "reconcile-error"
+)
+
+// Event is one entry of the local cloud's timeline.
+type Event struct {
+	Time       time.Time
+	Kind       EventKind
+	FleetID    string // when the event concerns a fleet
+	InstanceID string // when the event concerns an instance
+	Message    string
+}
+
+// String formats the event as one timeline line.
+func (e Event) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-24s", e.Time.Format("15:04:05.000"), e.Kind)
+	if e.FleetID != "" {
+		fmt.Fprintf(&b, " fleet=%s", e.FleetID)
+	}
+	if e.InstanceID != "" {
+		fmt.Fprintf(&b, " instance=%s", e.InstanceID)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, " %s", e.Message)
+	}
+	return b.String()
+}
+
+// Events returns a copy of every event recorded so far, oldest first.
+func (c *Cloud) Events() []Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Event(nil), c.events...)
+}
+
+// record appends an event, logs it and hands it to Config.OnEvent.
+func (c *Cloud) record(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	c.mu.Lock()
+	c.events = append(c.events, e)
+	c.mu.Unlock()
+	c.logf("event %s", e)
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(e)
+	}
+}

@@ -1,0 +1,59 @@
+package localcloud
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+)
+
+// handedOut remembers every port this process has handed out, so that two
+// services started close together never receive the same port even if the
+// kernel would offer it twice.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePort returns a loopback TCP port that is currently free for both TCP
+// and UDP (Serf uses both). The port is not reserved: the caller starts a
+// process on it soon and retries with new ports if that process fails to bind.
+func freePort() (int, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	var lastErr error
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if handedOut[port] {
+			continue
+		}
+		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		_ = u.Close()
+		handedOut[port] = true
+		return port, nil
+	}
+	return 0, fmt.Errorf("find a free port on 127.0.0.1: %v", lastErr)
+}
+
+// freePorts returns n distinct free ports.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports = append(ports, p)
+	}
+	return ports, nil
+}

@@ -1,0 +1,229 @@
+package localcloud
+
+// What moto 5.2.1 does with spot fleets (read in moto/ec2/models/spot_requests.py
+// and instances.py, and checked against moto_server by the e2e test):
+//
+//   - RequestSpotFleet launches TargetCapacity instances at once (state running,
+//     no pending); diversified round-robins over the launch specs starting at
+//     the first one, every other strategy puts everything on the first spec.
+//     Only Overrides[0] of a LaunchTemplateConfig is used. Type is ignored and
+//     not stored, hence the TagFleetType tag.
+//   - ModifySpotFleetRequest computes delta = TargetCapacity - FulfilledCapacity.
+//     delta > 0 launches delta instances immediately, whatever the policy.
+//     delta < 0 terminates instances only when ExcessCapacityTerminationPolicy
+//     is omitted (moto compares with "Default"; an explicit "default" or
+//     "noTermination" terminates nothing): with noTermination, lowering the
+//     target only changes the number.
+//   - Terminating a fleet instance decrements FulfilledCapacity by its weight
+//     and drops it from DescribeSpotFleetInstances (again on every repeated
+//     termination: never terminate twice). Stopping one changes neither.
+//   - Nothing ever refills a fleet.
+//
+// So refill is done through the API: ModifySpotFleetRequest to
+// FulfilledCapacity + missing makes moto launch exactly the missing
+// instances; a second call restores TargetCapacity (noTermination) when the
+// two differ (stopped instances, double-decremented capacity). A deliberate
+// scale-in (target lowered with noTermination, then exactly those instances
+// terminated) leaves running == TargetCapacity, so no refill follows; while it
+// is half done, running > TargetCapacity, so none follows either.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// reconcilerState is the reconciler's memory between passes.
+type reconcilerState struct {
+	mu         sync.Mutex // one pass at a time
+	belowSince map[string]time.Time
+	lastErr    string
+}
+
+// startReconciler runs Reconcile every ReconcileInterval until Close.
+func (c *Cloud) startReconciler() {
+	c.bgWG.Add(1)
+	go func() {
+		defer c.bgWG.Done()
+		t := time.NewTicker(c.cfg.ReconcileInterval)
+		defer t.Stop()
+		for {
+			_ = c.Reconcile(c.bgCtx)
+			select {
+			case <-c.bgCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Reconcile runs one reconciler pass: it reads every spot fleet and its
+// instances from moto, starts a client agent for each running fleet instance
+// that has none, stops the reconciler's clients whose instance is no longer
+// running (or restarts them if they crashed), and refills maintain fleets that
+// have been below target for Config.RefillDelay. The reconciler started by
+// Config.Reconcile calls it every ReconcileInterval.
+func (c *Cloud) Reconcile(ctx context.Context) error {
+	st := &c.rec
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c.isClosed() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+
+	err := c.reconcile(ctx, st)
+	if err != nil && ctx.Err() == nil && !c.isClosed() {
+		if msg := err.Error(); msg != st.lastErr {
+			st.lastErr = msg
+			c.record(Event{Kind: EventReconcileError, Message: msg})
+		}
+	} else if err == nil {
+		st.lastErr = ""
+	}
+	return err
+}
+
+func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
+	fleets, err := c.describeFleets(ctx)
+	if err != nil {
+		return fmt.Errorf("localcloud: reconcile: %w", err)
+	}
+	type wanted struct {
+		inst    Instance
+		fleetID string
+	}
+	want := map[string]wanted{}
+	now := time.Now()
+	for _, f := range fleets {
+		insts, err := c.fleetInstances(ctx, f.id)
+		if err != nil {
+			return fmt.Errorf("localcloud: reconcile: %w", err)
+		}
+		running := 0
+		for _, in := range insts {
+			if in.State == string(types.InstanceStateNameRunning) {
+				want[in.ID] = wanted{in, f.id}
+				running++
+			}
+		}
+		if err := c.maybeRefill(ctx, st, f, running, now); err != nil {
+			return fmt.Errorf("localcloud: reconcile: %w", err)
+		}
+	}
+	for id := range st.belowSince { // forget fleets that are gone
+		if !slices.ContainsFunc(fleets, func(f fleetInfo) bool { return f.id == id }) {
+			delete(st.belowSince, id)
+		}
+	}
+
+	// Stop what should not run; note crashed clients.
+	type stopReq struct{ id, reason string }
+	var stops []stopReq
+	c.mu.Lock()
+	have := map[string]bool{}
+	for id, cl := range c.clients {
+		have[id] = true
+		if !cl.managed || cl.stopping || cl.proc == nil {
+			continue
+		}
+		if _, ok := want[id]; !ok {
+			stops = append(stops, stopReq{id, "instance no longer running"})
+		} else if cl.proc.exited() {
+			stops = append(stops, stopReq{id, fmt.Sprintf("client exited (%v); restarting", cl.proc.exitErr())})
+		}
+	}
+	c.mu.Unlock()
+	for _, s := range stops {
+		if s.reason != "instance no longer running" {
+			c.record(Event{Kind: EventClientFailed, InstanceID: s.id, Message: s.reason})
+		}
+		c.goBackground(func() {
+			if err := c.stopClient(s.id, s.reason); err != nil {
+				c.logf("%v", err)
+			}
+		})
+	}
+
+	for id, w := range want {
+		if have[id] {
+			continue
+		}
+		c.mu.Lock()
+		opts := c.fleetClients[w.fleetID]
+		c.mu.Unlock()
+		opts.InstanceType = w.inst.Type
+		if err := c.startClient(ctx, id, opts, true); err != nil {
+			return fmt.Errorf("localcloud: reconcile: %w", err)
+		}
+	}
+	return nil
+}
+
+// maybeRefill emulates AWS's maintain behaviour for one fleet: when running
+// instances stay below TargetCapacity for RefillDelay, launch the missing ones.
+func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInfo, running int, now time.Time) error {
+	if c.cfg.RefillDelay < 0 || f.fleetType != FleetTypeMaintain ||
+		f.state != string(types.BatchStateActive) || int32(running) >= f.target {
+		delete(st.belowSince, f.id)
+		return nil
+	}
+	since, ok := st.belowSince[f.id]
+	if !ok {
+		st.belowSince[f.id] = now
+		return nil
+	}
+	if now.Sub(since) < c.cfg.RefillDelay {
+		return nil
+	}
+	delete(st.belowSince, f.id) // a new countdown starts if still short later
+
+	// Read the fleet again right before acting: never overwrite a target that
+	// someone (the plugin) changed since the pass began.
+	out, err := c.ec2.DescribeSpotFleetRequests(ctx, &ec2.DescribeSpotFleetRequestsInput{SpotFleetRequestIds: []string{f.id}})
+	if err != nil {
+		return fmt.Errorf("refill %s: re-read fleet: %w", f.id, err)
+	}
+	if len(out.SpotFleetRequestConfigs) != 1 || out.SpotFleetRequestConfigs[0].SpotFleetRequestConfig == nil {
+		return nil
+	}
+	cur := out.SpotFleetRequestConfigs[0].SpotFleetRequestConfig
+	if aws.ToInt32(cur.TargetCapacity) != f.target {
+		return nil
+	}
+	missing := f.target - int32(running)
+	fulfilled := int32(math.Round(aws.ToFloat64(cur.FulfilledCapacity)))
+	launchTo := fulfilled + missing
+	modify := func(target int32) error {
+		_, err := c.ec2.ModifySpotFleetRequest(ctx, &ec2.ModifySpotFleetRequestInput{
+			SpotFleetRequestId:              aws.String(f.id),
+			TargetCapacity:                  aws.Int32(target),
+			ExcessCapacityTerminationPolicy: types.ExcessCapacityTerminationPolicyNoTermination,
+		})
+		if err != nil {
+			return fmt.Errorf("refill %s: modify target to %d: %w", f.id, target, err)
+		}
+		return nil
+	}
+	if err := modify(launchTo); err != nil {
+		return err
+	}
+	if launchTo != f.target {
+		if err := modify(f.target); err != nil {
+			return err
+		}
+	}
+	c.record(Event{Kind: EventRefill, FleetID: f.id, Message: fmt.Sprintf(
+		"running %d < target %d for %s: launched %d (fulfilled capacity was %d)",
+		running, f.target, c.cfg.RefillDelay, missing, fulfilled)})
+	return nil
+}
