@@ -253,8 +253,8 @@ func TestSpotFleetFollowsJobThroughRealAgent(t *testing.T) {
 }
 
 // TestSpotFleetBadConfigTakesNoAction shows that a policy with a missing fleet
-// id or a bad duration is refused with a clear message in the agent log and
-// that the fleet is left alone.
+// id, a bad duration or a fleet of one instance family is refused with a clear
+// message in the agent log and that the fleets are left alone.
 func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	cloud := startCloud(t, localcloud.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -266,7 +266,18 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	if _, err := cloud.WaitNodesReady(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
+	single, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 1, SingleFamily: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cloud.WaitNodesReady(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
 	_, before, err := fleetState(ctx, cloud, fleetID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, singleBefore, err := fleetState(ctx, cloud, single)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +288,11 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	badDuration = strings.Replace(badDuration, `scaling "spot_pool"`, `scaling "spot_pool_2"`, 1)
 	agent, err := cloud.StartAutoscaler(ctx, localcloud.AutoscalerSpec{
 		ExtraHCL: spotfleetTargetHCL(cloud),
-		Policies: map[string]string{"missing.hcl": missingID, "bad.hcl": badDuration},
+		Policies: map[string]string{
+			"missing.hcl": missingID,
+			"bad.hcl":     badDuration,
+			"single.hcl":  strings.Replace(clusterPolicy(single, 1, 4, ""), `scaling "spot_pool"`, `scaling "spot_pool_3"`, 1),
+		},
 	})
 	if err != nil {
 		t.Fatalf("starting the autoscaler agent: %v", err)
@@ -286,6 +301,7 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 		"spot_fleet_request_id is required",
 		// hclog quotes the error, so its inner quotes appear escaped.
 		`invalid node_drain_deadline \"soon\": want a positive duration`,
+		fmt.Sprintf("spot fleet request %s is not diversified: its launch specifications and overrides use instance families [c5]", single),
 	} {
 		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 		if _, err := agent.WaitLog(wctx, want); err != nil {
@@ -301,6 +317,13 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	}
 	if target != 2 || !slices.Equal(before, after) {
 		t.Errorf("fleet changed: target %d, instances %v -> %v", target, before, after)
+	}
+	target, singleAfter, err := fleetState(ctx, cloud, single)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target != 1 || !slices.Equal(singleBefore, singleAfter) {
+		t.Errorf("single-family fleet changed: target %d, instances %v -> %v", target, singleBefore, singleAfter)
 	}
 	nc, err := cloud.NomadClient()
 	if err != nil {
