@@ -41,22 +41,27 @@ const (
 	apmBurnerEnvPIDFile = "APM_NODE_E2E_PIDFILE"
 )
 
-// TestAPMNodeBurnerProcess is the CPU burner task of TestAPMNodeReportsRealCPU:
-// raw_exec runs this test binary with the burner environment set. It writes
-// its PID, then uses apmBurnShare of one core (busy for that share of every
-// 100 ms) until it is killed.
-func TestAPMNodeBurnerProcess(t *testing.T) {
-	shareText, pidFile := os.Getenv(apmBurnerEnvShare), os.Getenv(apmBurnerEnvPIDFile)
-	if shareText == "" || pidFile == "" {
-		t.Skip("runs only as the burner task of TestAPMNodeReportsRealCPU")
+// TestMain runs the tests, or, when raw_exec starts this test binary as the
+// burner task of TestAPMNodeReportsRealCPU, burns CPU instead.
+func TestMain(m *testing.M) {
+	if os.Getenv(apmBurnerEnvShare) != "" {
+		os.Exit(apmBurn(os.Getenv(apmBurnerEnvShare), os.Getenv(apmBurnerEnvPIDFile)))
 	}
+	os.Exit(m.Run())
+}
+
+// apmBurn writes its PID to pidFile, then uses the given share of one core
+// (busy for that share of every 100 ms) until it is killed.
+func apmBurn(shareText, pidFile string) int {
 	share, err := strconv.ParseFloat(shareText, 64)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || share <= 0 || share > 1 || pidFile == "" {
+		fmt.Fprintf(os.Stderr, "burner: want %s in (0, 1] and %s set, got %q and %q\n", apmBurnerEnvShare, apmBurnerEnvPIDFile, shareText, pidFile)
+		return 2
 	}
 	runtime.GOMAXPROCS(1)
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatal(err)
+		fmt.Fprintf(os.Stderr, "burner: %v\n", err)
+		return 1
 	}
 	const period = 100 * time.Millisecond
 	busy := time.Duration(share * float64(period))
@@ -244,7 +249,7 @@ func apmPluginBinary(t *testing.T) string {
 	return bin
 }
 
-// apmBurnerJob runs this test binary as TestAPMNodeBurnerProcess on the busy
+// apmBurnerJob runs this test binary as the CPU burner (see TestMain) on the busy
 // node, asking 500 MHz.
 func apmBurnerJob(pidFile string) *api.Job {
 	job := api.NewServiceJob("apm-burn", "apm-burn", "global", 50)
@@ -254,7 +259,7 @@ func apmBurnerJob(pidFile string) *api.Job {
 	tg.EphemeralDisk = &api.EphemeralDisk{SizeMB: pointer(20)}
 	task := api.NewTask("burn", "raw_exec").
 		SetConfig("command", os.Args[0]).
-		SetConfig("args", []string{"-test.run=^TestAPMNodeBurnerProcess$"}).
+		SetConfig("args", []string{"-test.run=^$"}).
 		Require(&api.Resources{CPU: pointer(500), MemoryMB: pointer(64)})
 	task.Env = map[string]string{
 		apmBurnerEnvShare:   strconv.FormatFloat(apmBurnShare, 'f', -1, 64),

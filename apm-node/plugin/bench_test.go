@@ -79,7 +79,7 @@ func BenchmarkSample(b *testing.B) {
 // address.
 func startBenchServer(b *testing.B, nodes int, latency time.Duration) string {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchNomadServerProcess$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
 		benchServerEnv+"=1",
 		"APM_NODE_BENCH_NODES="+strconv.Itoa(nodes),
@@ -111,12 +111,19 @@ func startBenchServer(b *testing.B, nodes int, latency time.Duration) string {
 	return addr
 }
 
-// TestBenchNomadServerProcess is the fake Nomad of BenchmarkSample; it only
-// runs as the benchmark's child process.
-func TestBenchNomadServerProcess(t *testing.T) {
-	if os.Getenv(benchServerEnv) != "1" {
-		t.Skip("runs only as the child process of BenchmarkSample")
+// TestMain runs the tests and benchmarks, or, when BenchmarkSample starts
+// this test binary as its child, serves the fake Nomad API instead, so that
+// the benchmark's allocation counts are the plugin's own.
+func TestMain(m *testing.M) {
+	if os.Getenv(benchServerEnv) == "1" {
+		serveBenchNomad()
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// serveBenchNomad serves the fake Nomad until the parent closes stdin.
+func serveBenchNomad() {
 	nodes := envInt("APM_NODE_BENCH_NODES", 1000)
 	latency := envDuration("APM_NODE_BENCH_LATENCY", 3*time.Millisecond)
 	srv := httptest.NewServer(benchNomadHandler(nodes, latency))
