@@ -24,6 +24,8 @@ type fakeNomad struct {
 	drained  []string         // node ids, in drain order
 	purged   []string
 	index    uint64
+	// onDrain, when set, runs at the start of every Drain (outside the lock).
+	onDrain func(nodeID string)
 }
 
 var _ nomadnode.API = (*fakeNomad)(nil)
@@ -92,6 +94,9 @@ func (f *fakeNomad) NodeInfo(_ context.Context, id string) (*api.Node, error) {
 }
 
 func (f *fakeNomad) Drain(_ context.Context, id string, _ *api.DrainSpec, _ map[string]string) error {
+	if f.onDrain != nil {
+		f.onDrain(id)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n, ok := f.nodes[id]

@@ -2,7 +2,9 @@ package plugin
 
 import (
 	"errors"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -240,4 +242,35 @@ func TestScaleRefusesUndiversifiedFleet(t *testing.T) {
 	// An operator can accept a single family explicitly.
 	require.NoError(t, r.plugin.Scale(action(3), r.with(configKeyMinFamilies, "1")))
 	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
+}
+
+func TestScaleInStepsHappenInOrder(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := r.ec2.Running(r.fleetID)
+	sort.Strings(ids)
+	// At each drain: how many EC2 calls had been made, and was the instance
+	// still running and marked.
+	type drainSeen struct {
+		calls   int
+		running bool
+		marked  bool
+	}
+	var seen []drainSeen
+	r.nomad.onDrain = func(nodeID string) {
+		inst := strings.TrimPrefix(nodeID, "node-")
+		_, marked := r.ec2.InstanceTags(inst)[tagScaleIn]
+		seen = append(seen, drainSeen{calls: len(r.ec2.Calls("")), running: slices.Contains(r.ec2.Running(r.fleetID), inst), marked: marked})
+	}
+
+	require.NoError(t, r.plugin.Scale(action(2), r.config))
+
+	require.Len(t, seen, 1)
+	require.True(t, seen[0].running, "the node is drained while its instance still runs")
+	require.True(t, seen[0].marked, "the intent is recorded before the drain")
+	calls := r.ec2.Calls("")
+	modify := slices.IndexFunc(calls, func(c ec2fake.Call) bool { return c.Op == "ModifySpotFleetRequest" })
+	terminate := slices.IndexFunc(calls, func(c ec2fake.Call) bool { return c.Op == "TerminateInstances" })
+	require.Greater(t, modify, seen[0].calls-1, "the capacity is lowered after the drain")
+	require.Greater(t, terminate, modify, "instances are terminated after the capacity is lowered")
+	require.Equal(t, []string{ids[0]}, calls[terminate].Input.(*ec2.TerminateInstancesInput).InstanceIds)
 }
