@@ -166,6 +166,32 @@ func TestCollect(t *testing.T) {
 			logs: []string{"node-hooked (hooked): warming up: ready and eligible for 30s of 2m0s"},
 		},
 		{
+			name:   "a client re-registering while it stays up does not warm up again",
+			query:  "host_cpu node_class=spot",
+			warmup: 2 * time.Minute,
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("old", "spot", 2000, now.Add(-long))
+				f.info["old"].StatusUpdatedAt = now.Add(-5 * time.Second).Unix()
+				f.setHostCPU("old", 0, 60)
+			},
+			want: 60, nodes: 1,
+		},
+		{
+			name:   "a node back from down warms up again",
+			query:  "host_cpu node_class=spot",
+			warmup: 2 * time.Minute,
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("old", "spot", 2000, now.Add(-long))
+				f.addNode("back", "spot", 2000, now.Add(-long))
+				f.info["back"].Events = append(f.info["back"].Events,
+					&api.NodeEvent{Message: "Node re-registered", Timestamp: now.Add(-20 * time.Second)})
+				f.setHostCPU("old", 0, 60)
+				f.setHostCPU("back", 0, 0)
+			},
+			want: 60, nodes: 1,
+			logs: []string{"node-back (back): warming up: ready and eligible for 20s of 2m0s"},
+		},
+		{
 			name:   "a node whose warm-up start cannot be read is left out",
 			query:  "host_cpu node_class=spot",
 			warmup: time.Minute,

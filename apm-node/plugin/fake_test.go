@@ -114,7 +114,8 @@ func (f *fakeNomad) addNode(id, class string, cpu int64, since time.Time) *api.N
 		ModifyIndex: 10,
 	}
 	f.nodes = append(f.nodes, n)
-	f.info[id] = &api.Node{ID: id, StatusUpdatedAt: since.Unix()}
+	f.info[id] = &api.Node{ID: id, StatusUpdatedAt: since.Unix(),
+		Events: []*api.NodeEvent{{Message: "Node registered", Timestamp: since}}}
 	return n
 }
 

@@ -53,8 +53,8 @@ func schedulingExclusion(n *api.NodeListStub) string {
 }
 
 // warmup decides which nodes are still warming up. A node warms up for the
-// configured time from the later of its becoming ready and its last being
-// marked eligible, so a node that waited ineligible for its post-configuration
+// configured time from the latest of its joining the cluster, its coming back
+// from down and its last being marked eligible, so a node that waited ineligible for its post-configuration
 // hooks still warms up once it can take work.
 //
 // Reading that time takes one node read per node; it is cached per node and
@@ -122,17 +122,38 @@ func (w *warmup) countedSince(ctx context.Context, n *api.NodeListStub) (time.Ti
 	if err != nil {
 		return time.Time{}, err
 	}
-	since := time.Unix(node.StatusUpdatedAt, 0)
-	for _, ev := range node.Events {
-		if ev != nil && ev.Message == eligibleEventMessage && ev.Timestamp.After(since) {
-			since = ev.Timestamp
-		}
-	}
+	since := warmupStart(node)
 
 	w.mu.Lock()
 	w.cache[n.ID] = warmupEntry{modifyIndex: n.ModifyIndex, since: since}
 	w.mu.Unlock()
 	return since, nil
+}
+
+// warmupStartEvents are the node events after which a node warms up again:
+// it joined, came back from down, or was marked eligible. A client
+// re-registering while it stays up (Nomad clients do so shortly after boot)
+// records none of them, though it resets StatusUpdatedAt.
+var warmupStartEvents = map[string]bool{
+	"Node registered":                true,
+	"Node re-registered":             true,
+	"Node reregistered by heartbeat": true,
+	eligibleEventMessage:             true,
+}
+
+// warmupStart returns the time of the node's latest warm-up start event, or
+// its StatusUpdatedAt when Nomad kept no such event (it keeps the last 10).
+func warmupStart(node *api.Node) time.Time {
+	var since time.Time
+	for _, ev := range node.Events {
+		if ev != nil && warmupStartEvents[ev.Message] && ev.Timestamp.After(since) {
+			since = ev.Timestamp
+		}
+	}
+	if since.IsZero() {
+		since = time.Unix(node.StatusUpdatedAt, 0)
+	}
+	return since
 }
 
 // forgetExcept drops cache entries of nodes no longer in the pool, so the

@@ -134,8 +134,9 @@ func TestQueryLeavesOutAWarmingNode(t *testing.T) {
 	srv := newRecordedNomad(t)
 	log, logs := testLogger(t)
 	p := NewPlugin(log)
-	// The recorded node became ready at 1795692918; pretend it is 30 s later.
-	p.now = func() time.Time { return time.Unix(1795692918+30, 0) }
+	// The recorded node registered (its "Node registered" event) at
+	// 1795692912; pretend it is 30 s later.
+	p.now = func() time.Time { return time.Unix(1795692912+30, 0) }
 	require.NoError(t, p.SetConfig(map[string]string{"nomad_address": srv.URL, "node_warmup": "2m"}))
 	defer p.Stop()
 	now := p.now()
