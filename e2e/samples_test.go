@@ -17,7 +17,7 @@ import (
 // ourPluginsHCL declares the three plugins of this project for the agent,
 // with the target pointed at the local cloud.
 func ourPluginsHCL(cloud *localcloud.Cloud) string {
-	return spotfleetTargetHCL(cloud) + `
+	return cloud.SpotfleetTargetHCL() + `
 apm "apm-node" {
   driver = "apm-node"
   config = {

@@ -16,21 +16,6 @@ import (
 	"github.com/nomad-spotfleet/nomad-spotfleet/e2e/localcloud"
 )
 
-// spotfleetTargetHCL is the agent's target block for our plugin on moto.
-func spotfleetTargetHCL(cloud *localcloud.Cloud) string {
-	return fmt.Sprintf(`
-target "spotfleet" {
-  driver = "target-spotfleet"
-  config = {
-    aws_region            = "us-east-1"
-    aws_endpoint          = %q
-    aws_access_key_id     = "test"
-    aws_secret_access_key = "test"
-  }
-}
-`, cloud.MotoURL())
-}
-
 // clusterPolicy is a cluster scaling policy for the fleet with the stock
 // nomad-apm (allocated CPU of the pool) and target-value strategy.
 //
@@ -100,7 +85,7 @@ func TestSpotFleetFollowsJobThroughRealAgent(t *testing.T) {
 	}
 
 	agent, err := cloud.StartAutoscaler(ctx, localcloud.AutoscalerSpec{
-		ExtraHCL: spotfleetTargetHCL(cloud),
+		ExtraHCL: cloud.SpotfleetTargetHCL(),
 		Policies: map[string]string{"spot.hcl": clusterPolicy(fleetID, policyMin, policyMax, "")},
 	})
 	if err != nil {
@@ -287,7 +272,7 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	badDuration := strings.Replace(clusterPolicy(fleetID, 1, 4, ""), `node_drain_deadline    = "30s"`, `node_drain_deadline    = "soon"`, 1)
 	badDuration = strings.Replace(badDuration, `scaling "spot_pool"`, `scaling "spot_pool_2"`, 1)
 	agent, err := cloud.StartAutoscaler(ctx, localcloud.AutoscalerSpec{
-		ExtraHCL: spotfleetTargetHCL(cloud),
+		ExtraHCL: cloud.SpotfleetTargetHCL(),
 		Policies: map[string]string{
 			"missing.hcl": missingID,
 			"bad.hcl":     badDuration,

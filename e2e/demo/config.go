@@ -87,8 +87,9 @@ client {
 `, reservedCPU)
 }
 
-// agentPluginsHCL declares our three plugins in the agent configuration.
-func agentPluginsHCL(motoURL string) string {
+// agentPluginsHCL declares our three plugins in the agent configuration;
+// targetHCL is the local cloud's target-spotfleet block.
+func agentPluginsHCL(targetHCL string) string {
 	return fmt.Sprintf(`apm "node" {
   driver = "apm-node"
   config = {
@@ -101,17 +102,7 @@ func agentPluginsHCL(motoURL string) string {
 strategy "cpu-target" {
   driver = "strategy-cpu-target"
 }
-
-target "spotfleet" {
-  driver = "target-spotfleet"
-  config = {
-    aws_region            = "us-east-1"
-    aws_endpoint          = %q
-    aws_access_key_id     = "test"
-    aws_secret_access_key = "test"
-  }
-}
-`, sampleInterval, nodeWarmup, motoURL)
+`, sampleInterval, nodeWarmup) + targetHCL
 }
 
 // clusterPolicyHCL is the cluster scaling policy of the demo.

@@ -185,7 +185,7 @@ func (d *demo) setup(ctx context.Context, cores int) (load, string, error) {
 		LogLevel:           "DEBUG",
 		EvaluationInterval: evaluationInterval,
 		Cooldown:           cooldown,
-		ExtraHCL:           agentPluginsHCL(d.cloud.MotoURL()),
+		ExtraHCL:           agentPluginsHCL(d.cloud.SpotfleetTargetHCL()),
 		Policies:           map[string]string{"spot-fleet.hcl": clusterPolicyHCL(fleetID)},
 	})
 	if err != nil {

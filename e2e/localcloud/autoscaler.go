@@ -266,3 +266,20 @@ func (a *Autoscaler) waitLine(ctx context.Context, what string, match func(strin
 func (a *Autoscaler) Stop() error {
 	return a.proc.stop(10 * time.Second)
 }
+
+// SpotfleetTargetHCL is the agent's target block for this project's
+// target-spotfleet plugin, pointed at the cloud's moto with its test
+// credentials. The block is named "spotfleet", as policies refer to it.
+func (c *Cloud) SpotfleetTargetHCL() string {
+	return fmt.Sprintf(`
+target "spotfleet" {
+  driver = "target-spotfleet"
+  config = {
+    aws_region            = %q
+    aws_endpoint          = %q
+    aws_access_key_id     = "test"
+    aws_secret_access_key = "test"
+  }
+}
+`, DefaultRegion, c.motoURL)
+}
