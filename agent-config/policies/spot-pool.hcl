@@ -32,6 +32,8 @@ scaling "spot_pool" {
       node_drain_ignore_system_jobs = "false"
       node_selector_strategy        = "least_busy"
       node_purge                    = "true"
+      # The policy's cooldown, kept across agent restarts (see the README).
+      restart_cooldown              = "2m"
     }
   }
 }

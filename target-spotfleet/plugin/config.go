@@ -15,20 +15,23 @@ import (
 // Policy-level configuration keys (the target block of a scaling policy).
 // Names shared with the stock aws-asg plugin keep their meaning.
 const (
-	configKeyFleetID           = "spot_fleet_request_id"
-	configKeyNodeIDAttribute   = "node_id_attribute"
-	configKeyDryRun            = "dry-run"
-	configKeyMinFamilies       = "min_instance_families"
-	configKeyLaunchTimeout     = "launch_timeout"
-	configKeyJoinTimeout       = "node_join_timeout"
-	configKeyDrainDeadline     = sdk.TargetConfigKeyDrainDeadline
-	configKeyIgnoreSystemJobs  = sdk.TargetConfigKeyIgnoreSystemJobs
-	configKeyNodePurge         = sdk.TargetConfigKeyNodePurge
-	configKeySelectorStrategy  = sdk.TargetConfigNodeSelectorStrategy
-	defaultDrainDeadline       = 15 * time.Minute
-	defaultMinFamilies         = 2
-	defaultLaunchTimeout       = 5 * time.Minute
-	defaultJoinTimeout         = 10 * time.Minute
+	configKeyFleetID          = "spot_fleet_request_id"
+	configKeyNodeIDAttribute  = "node_id_attribute"
+	configKeyDryRun           = "dry-run"
+	configKeyMinFamilies      = "min_instance_families"
+	configKeyLaunchTimeout    = "launch_timeout"
+	configKeyJoinTimeout      = "node_join_timeout"
+	configKeyRestartCooldown  = "restart_cooldown"
+	configKeyDrainDeadline    = sdk.TargetConfigKeyDrainDeadline
+	configKeyIgnoreSystemJobs = sdk.TargetConfigKeyIgnoreSystemJobs
+	configKeyNodePurge        = sdk.TargetConfigKeyNodePurge
+	configKeySelectorStrategy = sdk.TargetConfigNodeSelectorStrategy
+	defaultDrainDeadline      = 15 * time.Minute
+	defaultMinFamilies        = 2
+	defaultLaunchTimeout      = 5 * time.Minute
+	defaultJoinTimeout        = 10 * time.Minute
+	// defaultRestartCooldown is the agent's own default cooldown.
+	defaultRestartCooldown     = 5 * time.Minute
 	defaultNodeSelectorDefault = sdk.TargetNodeSelectorStrategyLeastBusy
 )
 
@@ -53,6 +56,9 @@ type policyConfig struct {
 	MinFamilies      int
 	LaunchTimeout    time.Duration
 	JoinTimeout      time.Duration
+	// RestartCooldown is how long after a scaling action made by an earlier
+	// plugin process (before an agent restart) the fleet reports not ready.
+	RestartCooldown time.Duration
 	// raw is the map the SDK's node selectors read.
 	raw map[string]string
 }
@@ -61,13 +67,14 @@ type policyConfig struct {
 // problem with the key, the value and what is accepted.
 func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 	p := &policyConfig{
-		FleetID:       strings.TrimSpace(cfg[configKeyFleetID]),
-		DrainDeadline: defaultDrainDeadline,
-		Selector:      defaultNodeSelectorDefault,
-		MinFamilies:   defaultMinFamilies,
-		LaunchTimeout: defaultLaunchTimeout,
-		JoinTimeout:   defaultJoinTimeout,
-		raw:           cfg,
+		FleetID:         strings.TrimSpace(cfg[configKeyFleetID]),
+		DrainDeadline:   defaultDrainDeadline,
+		Selector:        defaultNodeSelectorDefault,
+		MinFamilies:     defaultMinFamilies,
+		LaunchTimeout:   defaultLaunchTimeout,
+		JoinTimeout:     defaultJoinTimeout,
+		RestartCooldown: defaultRestartCooldown,
+		raw:             cfg,
 	}
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
@@ -104,6 +111,14 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 	duration(configKeyDrainDeadline, &p.DrainDeadline)
 	duration(configKeyLaunchTimeout, &p.LaunchTimeout)
 	duration(configKeyJoinTimeout, &p.JoinTimeout)
+	if v, ok := cfg[configKeyRestartCooldown]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			bad("invalid %s %q: want a duration such as \"5m\", or \"0s\" to turn it off", configKeyRestartCooldown, v)
+		} else {
+			p.RestartCooldown = d
+		}
+	}
 
 	boolean := func(key string, dst *bool) {
 		v, ok := cfg[key]

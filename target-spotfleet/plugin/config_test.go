@@ -34,6 +34,7 @@ func TestParsePolicyConfig(t *testing.T) {
 			require.Equal(t, "least_busy", p.Selector)
 			require.Equal(t, "unique.platform.aws.instance-id", p.IDLookup.String())
 			require.Equal(t, 2, p.MinFamilies)
+			require.Equal(t, 5*time.Minute, p.RestartCooldown)
 			require.False(t, p.DryRun)
 		}},
 		{name: "all keys", cfg: with(configKeyDrainDeadline, "2m", configKeyIgnoreSystemJobs, "true", configKeyNodePurge, "true",
@@ -57,6 +58,7 @@ func TestParsePolicyConfig(t *testing.T) {
 		{name: "negative duration", cfg: with(configKeyLaunchTimeout, "-1m"), wantErr: []string{`invalid launch_timeout "-1m"`}},
 		{name: "bad bool", cfg: with(configKeyNodePurge, "yes please"), wantErr: []string{`invalid node_purge "yes please"`, "true or false"}},
 		{name: "bad selector", cfg: with(configKeySelectorStrategy, "random"), wantErr: []string{`invalid node_selector_strategy "random"`, "least_busy"}},
+		{name: "negative restart cooldown", cfg: with(configKeyRestartCooldown, "-5m"), wantErr: []string{`invalid restart_cooldown "-5m"`}},
 		{name: "bad families", cfg: with(configKeyMinFamilies, "0"), wantErr: []string{`invalid min_instance_families "0"`}},
 		{name: "empty meta key", cfg: with(configKeyNodeIDAttribute, "meta."), wantErr: []string{"invalid node_id_attribute"}},
 		{name: "every problem is reported at once", cfg: with(configKeyFleetID, "<unset>", configKeyDrainDeadline, "x"),

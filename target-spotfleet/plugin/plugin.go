@@ -48,6 +48,9 @@ type TargetPlugin struct {
 	mu       sync.Mutex
 	inFlight map[string]bool // instance ids this process is scaling in now
 	fleetMu  map[string]*sync.Mutex
+	// ownEvents holds the time of the last scaling action this process made
+	// on each fleet; older events were made before an agent restart.
+	ownEvents map[string]time.Time
 }
 
 // New returns an unconfigured plugin; the agent calls SetConfig next.
@@ -58,6 +61,7 @@ func New(logger hclog.Logger) *TargetPlugin {
 		pollInterval: 2 * time.Second,
 		inFlight:     map[string]bool{},
 		fleetMu:      map[string]*sync.Mutex{},
+		ownEvents:    map[string]time.Time{},
 	}
 }
 
@@ -119,6 +123,14 @@ func (t *TargetPlugin) setInFlight(ids []string, on bool) {
 			delete(t.inFlight, id)
 		}
 	}
+}
+
+// isOwnEvent reports whether this process made the fleet's last scaling event.
+func (t *TargetPlugin) isOwnEvent(fleetID string, at time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	own, ok := t.ownEvents[fleetID]
+	return ok && !at.After(own)
 }
 
 func (t *TargetPlugin) isInFlight(id string) bool {

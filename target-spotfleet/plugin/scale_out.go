@@ -70,7 +70,11 @@ func (t *TargetPlugin) waitRunning(ctx context.Context, cfg *policyConfig, want 
 // recordEvent stores the time of a scaling action on the fleet request. A
 // failure is logged, not returned: the action itself has happened.
 func (t *TargetPlugin) recordEvent(ctx context.Context, log hclog.Logger, fleetID string) {
-	if err := t.fleet.Tag(ctx, []string{fleetID}, map[string]string{tagLastEvent: formatEventTime(t.now())}); err != nil {
+	now := t.now()
+	t.mu.Lock()
+	t.ownEvents[fleetID] = now
+	t.mu.Unlock()
+	if err := t.fleet.Tag(ctx, []string{fleetID}, map[string]string{tagLastEvent: formatEventTime(now)}); err != nil {
 		log.Warn("could not record the scaling event time on the fleet request; cooldown will not survive an agent restart", "error", err)
 	}
 }

@@ -36,6 +36,9 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 		}
 	}
 	reasons := w.notReadyReasons(cfg, t.now())
+	if why := t.restartCooldown(cfg, w, t.now()); why != "" {
+		reasons = append(reasons, why)
+	}
 	st := &sdk.TargetStatus{
 		Ready: len(reasons) == 0,
 		Count: int64(w.req.TargetCapacity),
@@ -57,6 +60,22 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 		log.Debug("fleet ready", "target_capacity", w.req.TargetCapacity, "running", len(w.instances), "ready_nodes", w.readyNodes())
 	}
 	return st, nil
+}
+
+// restartCooldown keeps the fleet not ready for restart_cooldown after a
+// scaling action that an earlier plugin process made. The agent (v0.5.0) reads
+// nomad_autoscaler.last_event after a restart but leaves that cooldown at its
+// first evaluation (policy/handler.go sets the cooldown state without its end
+// time), so without this guard a restarted agent would scale again at once.
+func (t *TargetPlugin) restartCooldown(cfg *policyConfig, w *world, now time.Time) string {
+	if cfg.RestartCooldown <= 0 || w.lastEvent.IsZero() || t.isOwnEvent(cfg.FleetID, w.lastEvent) {
+		return ""
+	}
+	if age := now.Sub(w.lastEvent); age < cfg.RestartCooldown {
+		return fmt.Sprintf("last scaling action %s ago was made before the agent restarted; waiting out %s=%s",
+			age.Round(time.Second), configKeyRestartCooldown, cfg.RestartCooldown)
+	}
+	return ""
 }
 
 // notReadyReasons lists why the fleet must not be scaled now: it is being

@@ -107,13 +107,33 @@ func TestStatusLastEventSurvivesRestart(t *testing.T) {
 	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
 	require.NoError(t, r.plugin.Scale(action(3), r.config))
 	r.joinNewInstances()
+	scaledAt := r.now
+	r.now = r.now.Add(time.Minute)
 
-	// A new plugin process reads the event time back from the fleet request.
-	restarted := newWithClients(r.plugin.logger, r.plugin.fleet, r.nomad, nil)
-	st, err := restarted.Status(r.config)
-
+	// The process that scaled leaves the cooldown to the agent.
+	st, err := r.plugin.Status(r.config)
 	require.NoError(t, err)
-	require.Equal(t, strconv.FormatInt(r.now.UnixNano(), 10), st.Meta[sdk.TargetStatusMetaKeyLastEvent])
+	require.True(t, st.Ready, "reasons: %s", st.Meta[metaNotReadyCause])
+
+	// A new plugin process (the agent restarted) reads the event time back
+	// from the fleet request, and reports not ready until restart_cooldown
+	// has passed since it.
+	restarted := newWithClients(r.plugin.logger, r.plugin.fleet, r.nomad, nil)
+	restarted.now = func() time.Time { return r.now }
+	st, err = restarted.Status(r.config)
+	require.NoError(t, err)
+	require.Equal(t, strconv.FormatInt(scaledAt.UnixNano(), 10), st.Meta[sdk.TargetStatusMetaKeyLastEvent])
+	require.False(t, st.Ready)
+	require.Contains(t, st.Meta[metaNotReadyCause], "made before the agent restarted; waiting out restart_cooldown=5m0s")
+
+	st, err = restarted.Status(r.with(configKeyRestartCooldown, "0s"))
+	require.NoError(t, err)
+	require.True(t, st.Ready, "restart_cooldown=0s turns the guard off")
+
+	r.now = scaledAt.Add(5 * time.Minute)
+	st, err = restarted.Status(r.config)
+	require.NoError(t, err)
+	require.True(t, st.Ready, "reasons: %s", st.Meta[metaNotReadyCause])
 }
 
 func TestStatusRejectsBadConfig(t *testing.T) {
