@@ -47,6 +47,20 @@ func startCloud(t *testing.T, cfg localcloud.Config) *localcloud.Cloud {
 	return cloud
 }
 
+// createFleet creates a fleet on the local cloud and waits until the cloud
+// has wantReady ready Nomad nodes in all.
+func createFleet(ctx context.Context, t *testing.T, cloud *localcloud.Cloud, spec localcloud.FleetSpec, wantReady int) string {
+	t.Helper()
+	id, err := cloud.CreateFleet(ctx, spec)
+	if err != nil {
+		t.Fatalf("creating fleet: %v", err)
+	}
+	if _, err := cloud.WaitNodesReady(ctx, wantReady); err != nil {
+		t.Fatalf("waiting for %d ready nodes: %v", wantReady, err)
+	}
+	return id
+}
+
 // sleeperJob is a service job of count tasks that each reserve cpu MHz on the
 // pool's nodes and do nothing. Its updates and migrations are quick so that
 // tests can change its count often.

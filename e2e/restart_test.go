@@ -28,13 +28,7 @@ func TestCooldownSurvivesAgentRestart(t *testing.T) {
 	cloud := startCloud(t, localcloud.Config{Client: localcloud.ClientOptions{CPUTotalCompute: nodeCPU}})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	fleetID, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cloud.WaitNodesReady(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	fleetID := createFleet(ctx, t, cloud, localcloud.FleetSpec{TargetCapacity: 1}, 1)
 	nc, err := cloud.NomadClient()
 	if err != nil {
 		t.Fatal(err)

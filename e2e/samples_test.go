@@ -52,13 +52,7 @@ func TestSampleConfigsWork(t *testing.T) {
 	cloud := startCloud(t, localcloud.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	fleetID, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cloud.WaitNodesReady(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	fleetID := createFleet(ctx, t, cloud, localcloud.FleetSpec{TargetCapacity: 1}, 1)
 
 	policy := readSample(t, "policies/spot-pool.hcl")
 	for old, repl := range map[string]string{

@@ -68,13 +68,7 @@ func TestSpotFleetFollowsJobThroughRealAgent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 
-	fleetID, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 1})
-	if err != nil {
-		t.Fatalf("creating fleet: %v", err)
-	}
-	if _, err := cloud.WaitNodesReady(ctx, 1); err != nil {
-		t.Fatalf("waiting for the first node: %v", err)
-	}
+	fleetID := createFleet(ctx, t, cloud, localcloud.FleetSpec{TargetCapacity: 1}, 1)
 	watch := watchFleet(t, cloud, fleetID)
 	nc, err := cloud.NomadClient()
 	if err != nil {
@@ -244,20 +238,8 @@ func TestSpotFleetBadConfigTakesNoAction(t *testing.T) {
 	cloud := startCloud(t, localcloud.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	fleetID, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cloud.WaitNodesReady(ctx, 2); err != nil {
-		t.Fatal(err)
-	}
-	single, err := cloud.CreateFleet(ctx, localcloud.FleetSpec{TargetCapacity: 1, SingleFamily: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cloud.WaitNodesReady(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	fleetID := createFleet(ctx, t, cloud, localcloud.FleetSpec{TargetCapacity: 2}, 2)
+	single := createFleet(ctx, t, cloud, localcloud.FleetSpec{TargetCapacity: 1, SingleFamily: true}, 3)
 	_, before, err := fleetState(ctx, cloud, fleetID)
 	if err != nil {
 		t.Fatal(err)
