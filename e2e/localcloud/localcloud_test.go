@@ -42,16 +42,7 @@ func TestLocalCloud(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start local cloud: %v", err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			var b strings.Builder
-			cloud.DumpLogs(&b, 40)
-			t.Log(b.String())
-		}
-		if err := cloud.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	closeOnCleanup(t, cloud)
 	t.Logf("cloud up after %s: moto %s, nomad %s", time.Since(began).Round(time.Millisecond), cloud.MotoURL(), cloud.NomadAddr())
 
 	// Every PID seen in a tree of ours, checked after Close.
@@ -411,16 +402,7 @@ func TestAutoscalerAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			var b strings.Builder
-			cloud.DumpLogs(&b, 40)
-			t.Log(b.String())
-		}
-		if err := cloud.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	closeOnCleanup(t, cloud)
 	plugins := t.TempDir() // empty: only the agent's built-in plugins
 	a, err := cloud.StartAutoscaler(ctx, localcloud.AutoscalerSpec{
 		PluginDir: plugins,
@@ -480,4 +462,19 @@ func TestStartFailureCleansUp(t *testing.T) {
 			t.Errorf("process %s left running in %s", e.Name(), cwd)
 		}
 	}
+}
+
+// closeOnCleanup closes the cloud when the test ends, logging its tails first
+// if the test failed.
+func closeOnCleanup(t *testing.T, cloud *localcloud.Cloud) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			var b strings.Builder
+			cloud.DumpLogs(&b, 40)
+			t.Log(b.String())
+		}
+		if err := cloud.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 }
