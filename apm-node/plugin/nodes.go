@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // eligibleEventMessage is the node event Nomad records when a node is marked
@@ -39,17 +41,11 @@ func matches(accepted []string, value string) bool {
 }
 
 // schedulingExclusion says why a pool node cannot count as capacity, or ""
-// when it can: only ready, eligible and non-draining nodes count.
+// when it can: only nodes in the ready phase (ready, eligible, not draining)
+// count, as for the target.
 func schedulingExclusion(n *api.NodeListStub) string {
-	switch {
-	case n.Status != api.NodeStatusReady:
-		return "status is " + n.Status
-	case n.Drain:
-		return "draining"
-	case n.SchedulingEligibility != api.NodeSchedulingEligible:
-		return "ineligible for scheduling"
-	}
-	return ""
+	_, reason := nomadnode.PhaseOf(n)
+	return reason
 }
 
 // warmup decides which nodes are still warming up. A node warms up for the

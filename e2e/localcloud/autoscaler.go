@@ -37,6 +37,13 @@ type AutoscalerSpec struct {
 	// Env is added to the agent's environment (which already holds
 	// Cloud.AWSEnv: static test credentials and moto as the endpoint).
 	Env []string
+	// NomadViaProxy points the agent at the Nomad API proxy
+	// (Cloud.NomadProxyAddr, where FailNomad injects faults) instead of the
+	// server: the agent's nomad block gets the proxy address, which plugins
+	// inherit as nomad_address (SpotfleetTargetHCL sets none), and every
+	// occurrence of Cloud.NomadAddr in ExtraHCL (a plugin's explicit
+	// nomad_address) is replaced by the proxy address.
+	NomadViaProxy bool
 }
 
 // Autoscaler is a running Nomad Autoscaler agent.
@@ -131,6 +138,15 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 		spec.LogLevel = "DEBUG"
 	}
 
+	nomadAddr := c.NomadAddr()
+	if spec.NomadViaProxy {
+		if c.NomadProxyAddr() == "" {
+			return nil, errors.New("localcloud: start autoscaler: NomadViaProxy, but the Nomad proxy is not running")
+		}
+		nomadAddr = c.NomadProxyAddr()
+		spec.ExtraHCL = replaceAddr(spec.ExtraHCL, c.NomadAddr(), nomadAddr)
+	}
+
 	c.mu.Lock()
 	n := len(c.autoscalers) + 1
 	c.mu.Unlock()
@@ -156,7 +172,7 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 		}
 		a := &Autoscaler{dir: dir, policyDir: policyDir, cfgPath: filepath.Join(dir, "agent.hcl"),
 			addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
-		if err := os.WriteFile(a.cfgPath, []byte(agentHCL(spec, c.NomadAddr(), policyDir, port)), 0o644); err != nil {
+		if err := os.WriteFile(a.cfgPath, []byte(agentHCL(spec, nomadAddr, policyDir, port)), 0o644); err != nil {
 			return nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
 		}
 		logPath := filepath.Join(c.logsDir, fmt.Sprintf("autoscaler-%d.log", n))
@@ -201,6 +217,13 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 		}
 	}
 	return nil, lastErr
+}
+
+// replaceAddr replaces every occurrence of the address from (a URL ending in
+// a port) in s by to, but not where from is the start of a longer port.
+func replaceAddr(s, from, to string) string {
+	re := regexp.MustCompile(regexp.QuoteMeta(from) + `([^0-9]|$)`)
+	return re.ReplaceAllString(s, strings.ReplaceAll(to, "$", "$$")+"${1}")
 }
 
 // Addr returns the agent's HTTP address (http://127.0.0.1:<port>).

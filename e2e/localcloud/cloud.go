@@ -100,7 +100,10 @@ type Cloud struct {
 	events       []Event
 	fleetTypes   map[string]string        // fleet ID -> request|maintain, from CreateFleet
 	fleetClients map[string]ClientOptions // fleet ID -> client options, from CreateFleet
+	capLimits    map[string]int           // fleet ID -> at most this many running instances
 	rec          reconcilerState
+	recKick      chan struct{} // wakes the reconciler for a pass now
+	proxy        *nomadProxy
 	closed       bool
 
 	bgCtx    context.Context // cancelled by Close: reconciler, interruptions
@@ -111,8 +114,9 @@ type Cloud struct {
 	closeErr  error
 }
 
-// Start starts moto_server and the Nomad server (and the reconciler when
-// cfg.Reconcile is set). On error everything already started is stopped.
+// Start starts moto_server, the Nomad server and the fault-injecting proxy
+// in front of its HTTP API (NomadProxyAddr), and the reconciler when
+// cfg.Reconcile is set. On error everything already started is stopped.
 func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 	if cfg.WorkDir == "" {
 		return nil, errors.New("localcloud: Config.WorkDir is required")
@@ -146,7 +150,9 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		clients:      map[string]*client{},
 		fleetTypes:   map[string]string{},
 		fleetClients: map[string]ClientOptions{},
-		rec:          reconcilerState{belowSince: map[string]time.Time{}},
+		capLimits:    map[string]int{},
+		rec:          newReconcilerState(),
+		recKick:      make(chan struct{}, 1),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	for _, d := range []string{c.logsDir, filepath.Join(wd, "clients")} {
@@ -170,6 +176,10 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		_ = c.Close()
 		return nil, err
 	}
+	if err := c.startNomadProxy(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
 	if cfg.Reconcile {
 		c.startReconciler()
 	}
@@ -177,8 +187,9 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 }
 
 // Close stops the reconciler, pending interruptions, every autoscaler, every
-// client agent, the Nomad server and moto_server, each with its whole process
-// tree. It is idempotent and safe after a partial Start.
+// client agent, the Nomad API proxy, the Nomad server and moto_server, each
+// with its whole process tree. It is idempotent and safe after a partial
+// Start.
 func (c *Cloud) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -215,6 +226,9 @@ func (c *Cloud) Close() error {
 			}()
 		}
 		wg.Wait()
+		if err := c.nomadProxyClose(); err != nil {
+			errs = append(errs, err)
+		}
 		if c.server != nil {
 			if err := c.server.proc.stop(5 * time.Second); err != nil {
 				errs = append(errs, err)

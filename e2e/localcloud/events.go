@@ -18,6 +18,13 @@ const (
 	EventInterruptionWarning    EventKind = "interruption-warning"
 	EventInterruptionTerminated EventKind = "interruption-terminated"
 	EventReconcileError         EventKind = "reconcile-error"
+	// EventInsufficientCapacity: the reconciler terminated an instance above
+	// its fleet's capacity limit (SetCapacityLimit), as EC2 would have
+	// refused it with InsufficientInstanceCapacity.
+	EventInsufficientCapacity EventKind = "insufficient-capacity"
+	// EventNomadFault: the Nomad API proxy answered a request with an
+	// injected fault (FailNomad).
+	EventNomadFault EventKind = "nomad-fault"
 )
 
 // Event is one entry of the local cloud's timeline.

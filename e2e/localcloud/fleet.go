@@ -65,6 +65,11 @@ type FleetSpec struct {
 	// Client overrides Config.Client for the client agents the reconciler
 	// starts for this fleet's instances (node class, meta ...).
 	Client ClientOptions
+	// CapacityLimit, when set (and >= 0), puts the fleet in capacity-shortage
+	// mode from its creation on: see SetCapacityLimit. The instances moto
+	// launches above it are terminated by the reconciler before any client
+	// agent starts for them.
+	CapacityLimit *int
 }
 
 var fleetSeq atomic.Int64
@@ -136,6 +141,12 @@ func (c *Cloud) CreateFleet(ctx context.Context, spec FleetSpec) (string, error)
 	for k, v := range spec.Tags {
 		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
 	}
+	limit, limited := capacityLimitOf(spec)
+	if limited {
+		// No reconciler pass may see the new instances before the limit.
+		c.rec.mu.Lock()
+		defer c.rec.mu.Unlock()
+	}
 	out, err := c.ec2.RequestSpotFleet(ctx, &ec2.RequestSpotFleetInput{
 		SpotFleetRequestConfig: &types.SpotFleetRequestConfigData{
 			IamFleetRole:                    aws.String("arn:aws:iam::" + DefaultAccountID + ":role/aws-ec2-spot-fleet-tagging-role"),
@@ -157,8 +168,15 @@ func (c *Cloud) CreateFleet(ctx context.Context, spec FleetSpec) (string, error)
 	c.mu.Lock()
 	c.fleetTypes[id] = spec.Type
 	c.fleetClients[id] = spec.Client
+	if limited {
+		c.capLimits[id] = limit
+	}
 	c.mu.Unlock()
 	c.logf("created %s fleet %s (%s, target %d, types %v)", spec.Type, id, spec.AllocationStrategy, spec.TargetCapacity, spec.InstanceTypes)
+	if limited {
+		c.logf("capacity limit of fleet %s set to %d running instances", id, limit)
+		c.kickReconciler()
+	}
 	return id, nil
 }
 
@@ -283,8 +301,10 @@ func (c *Cloud) RunningFleetInstances(ctx context.Context, fleetID string) ([]In
 }
 
 // SetTargetCapacity calls ModifySpotFleetRequest with the new target and
-// ExcessCapacityTerminationPolicy=noTermination (what the target plugin does).
+// ExcessCapacityTerminationPolicy=noTermination (what the target plugin does),
+// then wakes the reconciler.
 func (c *Cloud) SetTargetCapacity(ctx context.Context, fleetID string, target int32) error {
+	defer c.kickReconciler()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := c.ec2.ModifySpotFleetRequest(ctx, &ec2.ModifySpotFleetRequestInput{

@@ -216,16 +216,20 @@ func TestLocalCloud(t *testing.T) {
 // running waits until the fleet has n running instances and returns them.
 func running(ctx context.Context, t *testing.T, c *localcloud.Cloud, fleetID string, n int) []localcloud.Instance {
 	t.Helper()
+	last := -1
 	for {
 		insts, err := c.RunningFleetInstances(ctx, fleetID)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			t.Fatal(err)
 		}
-		if len(insts) == n {
+		if err == nil && len(insts) == n {
 			return insts
 		}
+		if err == nil {
+			last = len(insts)
+		}
 		if ctx.Err() != nil {
-			t.Fatalf("fleet %s has %d running instances, want %d", fleetID, len(insts), n)
+			t.Fatalf("fleet %s has %d running instances, want %d", fleetID, last, n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

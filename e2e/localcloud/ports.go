@@ -45,6 +45,30 @@ func freePort() (int, error) {
 	return 0, fmt.Errorf("find a free port on 127.0.0.1: %v", lastErr)
 }
 
+// listenLoopback listens on a free loopback TCP port that was never handed
+// out by freePort (a process may be about to bind such a port), and marks it
+// handed out.
+func listenLoopback() (net.Listener, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	var lastErr error
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if handedOut[port] {
+			_ = l.Close()
+			continue
+		}
+		handedOut[port] = true
+		return l, nil
+	}
+	return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %v", lastErr)
+}
+
 // freePorts returns n distinct free ports.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)

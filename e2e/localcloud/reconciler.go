@@ -45,6 +45,23 @@ type reconcilerState struct {
 	mu         sync.Mutex // one pass at a time
 	belowSince map[string]time.Time
 	lastErr    string
+
+	// seen numbers every listed fleet instance in the order the reconciler
+	// first saw it (the newest has the highest number); capTerminated holds
+	// the instances terminated for a capacity limit (never terminated
+	// again). Both forget instances that moto no longer lists.
+	seen          map[string]uint64
+	seq           uint64
+	capTerminated map[string]bool
+}
+
+// newReconcilerState returns an empty reconciler memory.
+func newReconcilerState() reconcilerState {
+	return reconcilerState{
+		belowSince:    map[string]time.Time{},
+		seen:          map[string]uint64{},
+		capTerminated: map[string]bool{},
+	}
 }
 
 // startReconciler runs Reconcile every ReconcileInterval until Close.
@@ -60,17 +77,21 @@ func (c *Cloud) startReconciler() {
 			case <-c.bgCtx.Done():
 				return
 			case <-t.C:
+			case <-c.recKick: // SetCapacityLimit, SetTargetCapacity ...
 			}
 		}
 	}()
 }
 
 // Reconcile runs one reconciler pass: it reads every spot fleet and its
-// instances from moto, starts a client agent for each running fleet instance
-// that has none, stops the reconciler's clients whose instance is no longer
-// running (or restarts them if they crashed), and refills maintain fleets that
-// have been below target for Config.RefillDelay. The reconciler started by
-// Config.Reconcile calls it every ReconcileInterval.
+// instances from moto, terminates the newest instances above a fleet's
+// capacity limit (SetCapacityLimit), starts a client agent for each other
+// running fleet instance that has none, stops the reconciler's clients whose
+// instance is no longer running (or restarts them if they crashed), and
+// refills maintain fleets that have been below target (or below their
+// capacity limit, when that is lower) for Config.RefillDelay. The reconciler
+// started by Config.Reconcile calls it every ReconcileInterval, and at once
+// after SetCapacityLimit and SetTargetCapacity.
 func (c *Cloud) Reconcile(ctx context.Context) error {
 	st := &c.rec
 	st.mu.Lock()
@@ -103,26 +124,41 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 		fleetID string
 	}
 	want := map[string]wanted{}
+	listed := map[string]bool{}
 	now := time.Now()
 	for _, f := range fleets {
-		insts, err := c.fleetInstances(ctx, f.id)
+		run, err := c.runningInstances(ctx, st, f.id, listed)
 		if err != nil {
 			return fmt.Errorf("localcloud: reconcile: %w", err)
 		}
-		running := 0
-		for _, in := range insts {
-			if in.State == string(types.InstanceStateNameRunning) {
-				want[in.ID] = wanted{in, f.id}
-				running++
+		if run, err = c.enforceCapacity(ctx, st, f.id, run); err != nil {
+			return fmt.Errorf("localcloud: reconcile: %w", err)
+		}
+		launched, err := c.maybeRefill(ctx, st, f, len(run), now)
+		if err != nil {
+			return fmt.Errorf("localcloud: reconcile: %w", err)
+		}
+		if launched { // see the new instances now; drop what exceeds a limit before any client starts
+			if run, err = c.runningInstances(ctx, st, f.id, listed); err != nil {
+				return fmt.Errorf("localcloud: reconcile: %w", err)
+			}
+			if run, err = c.enforceCapacity(ctx, st, f.id, run); err != nil {
+				return fmt.Errorf("localcloud: reconcile: %w", err)
 			}
 		}
-		if err := c.maybeRefill(ctx, st, f, running, now); err != nil {
-			return fmt.Errorf("localcloud: reconcile: %w", err)
+		for _, in := range run {
+			want[in.ID] = wanted{in, f.id}
 		}
 	}
 	for id := range st.belowSince { // forget fleets that are gone
 		if !slices.ContainsFunc(fleets, func(f fleetInfo) bool { return f.id == id }) {
 			delete(st.belowSince, id)
+		}
+	}
+	for id := range st.seen { // and instances moto no longer lists
+		if !listed[id] {
+			delete(st.seen, id)
+			delete(st.capTerminated, id)
 		}
 	}
 
@@ -169,21 +205,51 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 	return nil
 }
 
+// runningInstances lists a fleet's instances, numbers the ones seen for the
+// first time, marks every listed one in listed, and returns the running ones
+// (in moto's listing order) that no capacity limit has terminated.
+func (c *Cloud) runningInstances(ctx context.Context, st *reconcilerState, fleetID string, listed map[string]bool) ([]Instance, error) {
+	insts, err := c.fleetInstances(ctx, fleetID)
+	if err != nil {
+		return nil, err
+	}
+	var run []Instance
+	for _, in := range insts {
+		listed[in.ID] = true
+		if _, ok := st.seen[in.ID]; !ok {
+			st.seq++
+			st.seen[in.ID] = st.seq
+		}
+		if in.State == string(types.InstanceStateNameRunning) && !st.capTerminated[in.ID] {
+			run = append(run, in)
+		}
+	}
+	return run, nil
+}
+
 // maybeRefill emulates AWS's maintain behaviour for one fleet: when running
-// instances stay below TargetCapacity for RefillDelay, launch the missing ones.
-func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInfo, running int, now time.Time) error {
+// instances stay below TargetCapacity (or below the fleet's capacity limit,
+// when that is lower) for RefillDelay, launch the missing ones. It reports
+// whether it launched any.
+//
+// Under a capacity limit below the target, restoring TargetCapacity after the
+// launch makes moto launch the rest up to the target at once; the caller
+// removes those with enforceCapacity in the same pass, so they never get a
+// client agent (as EC2 would fail them with InsufficientInstanceCapacity).
+func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInfo, running int, now time.Time) (bool, error) {
+	goal, limited := c.effectiveTarget(f.id, f.target)
 	if c.cfg.RefillDelay < 0 || f.fleetType != FleetTypeMaintain ||
-		f.state != string(types.BatchStateActive) || int32(running) >= f.target {
+		f.state != string(types.BatchStateActive) || int32(running) >= goal {
 		delete(st.belowSince, f.id)
-		return nil
+		return false, nil
 	}
 	since, ok := st.belowSince[f.id]
 	if !ok {
 		st.belowSince[f.id] = now
-		return nil
+		return false, nil
 	}
 	if now.Sub(since) < c.cfg.RefillDelay {
-		return nil
+		return false, nil
 	}
 	delete(st.belowSince, f.id) // a new countdown starts if still short later
 
@@ -191,16 +257,16 @@ func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInf
 	// someone (the plugin) changed since the pass began.
 	out, err := c.ec2.DescribeSpotFleetRequests(ctx, &ec2.DescribeSpotFleetRequestsInput{SpotFleetRequestIds: []string{f.id}})
 	if err != nil {
-		return fmt.Errorf("refill %s: re-read fleet: %w", f.id, err)
+		return false, fmt.Errorf("refill %s: re-read fleet: %w", f.id, err)
 	}
 	if len(out.SpotFleetRequestConfigs) != 1 || out.SpotFleetRequestConfigs[0].SpotFleetRequestConfig == nil {
-		return nil
+		return false, nil
 	}
 	cur := out.SpotFleetRequestConfigs[0].SpotFleetRequestConfig
 	if aws.ToInt32(cur.TargetCapacity) != f.target {
-		return nil
+		return false, nil
 	}
-	missing := f.target - int32(running)
+	missing := goal - int32(running)
 	fulfilled := int32(math.Round(aws.ToFloat64(cur.FulfilledCapacity)))
 	launchTo := fulfilled + missing
 	modify := func(target int32) error {
@@ -215,15 +281,22 @@ func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInf
 		return nil
 	}
 	if err := modify(launchTo); err != nil {
-		return err
+		return true, err
 	}
 	if launchTo != f.target {
 		if err := modify(f.target); err != nil {
-			return err
+			return true, err
 		}
 	}
-	c.record(Event{Kind: EventRefill, FleetID: f.id, Message: fmt.Sprintf(
-		"running %d < target %d for %s: launched %d (fulfilled capacity was %d)",
-		running, f.target, c.cfg.RefillDelay, missing, fulfilled)})
-	return nil
+	msg := fmt.Sprintf("running %d < target %d for %s: launched %d (fulfilled capacity was %d)",
+		running, f.target, c.cfg.RefillDelay, missing, fulfilled)
+	if limited {
+		msg = fmt.Sprintf("running %d < capacity limit %d (target %d) for %s: launched %d up to the limit (fulfilled capacity was %d)",
+			running, goal, f.target, c.cfg.RefillDelay, missing, fulfilled)
+		if launchTo < f.target {
+			msg += fmt.Sprintf("; restoring the target made moto launch %d more, terminated for the limit", f.target-launchTo)
+		}
+	}
+	c.record(Event{Kind: EventRefill, FleetID: f.id, Message: msg})
+	return true, nil
 }

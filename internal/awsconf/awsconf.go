@@ -4,6 +4,7 @@ package awsconf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -60,7 +61,15 @@ func (s Settings) String() string {
 	return fmt.Sprintf("region=%s credentials=%s endpoint=%s", s.Region, creds, ep)
 }
 
+// GoString describes the settings without any secret, so that %#v does not
+// print the fields either.
+func (s Settings) GoString() string { return "awsconf.Settings{" + s.String() + "}" }
+
 // Parse validates the AWS keys of a plugin config map. It needs no network.
+// Every problem is reported at once, joined with "; ". A message names the
+// key, its value when the value is not secret, and what is accepted; the
+// values of aws_access_key_id, aws_secret_access_key and aws_session_token
+// never appear in it.
 func Parse(cfg map[string]string) (Settings, error) {
 	s := Settings{
 		Region:             strings.TrimSpace(cfg[KeyRegion]),
@@ -70,19 +79,49 @@ func Parse(cfg map[string]string) (Settings, error) {
 		CredentialProvider: cfg[KeyCredentialProvider],
 		Endpoint:           strings.TrimSpace(cfg[KeyEndpoint]),
 	}
-	if (s.accessKeyID == "") != (s.secretAccessKey == "") {
-		return Settings{}, fmt.Errorf("%s and %s must be set together (only one of them is set)", KeyAccessKeyID, KeySecretAccessKey)
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+
+	hasKey, hasSecret, hasToken := s.accessKeyID != "", s.secretAccessKey != "", s.sessionToken != ""
+	switch {
+	case hasKey && !hasSecret:
+		bad("%s is set but %s is not: the two must be set together, or neither to use the default credential chain", KeyAccessKeyID, KeySecretAccessKey)
+	case hasSecret && !hasKey:
+		bad("%s is set but %s is not: the two must be set together, or neither to use the default credential chain", KeySecretAccessKey, KeyAccessKeyID)
 	}
+	if hasToken && !(hasKey && hasSecret) {
+		var missing []string
+		if !hasKey {
+			missing = append(missing, KeyAccessKeyID)
+		}
+		if !hasSecret {
+			missing = append(missing, KeySecretAccessKey)
+		}
+		bad("%s is set without %s: a session token is used only with static credentials, so set it together with %s and %s, or remove it",
+			KeySessionToken, strings.Join(missing, " and "), KeyAccessKeyID, KeySecretAccessKey)
+	}
+
 	switch s.CredentialProvider {
-	case "", CredentialProviderEC2Role:
+	case "":
+	case CredentialProviderEC2Role:
+		if hasKey || hasSecret || hasToken {
+			bad("%s %q conflicts with the static credentials (%s, %s, %s): set either the static credentials or %s = %q, not both",
+				KeyCredentialProvider, s.CredentialProvider, KeyAccessKeyID, KeySecretAccessKey, KeySessionToken,
+				KeyCredentialProvider, CredentialProviderEC2Role)
+		}
 	default:
-		return Settings{}, fmt.Errorf("invalid %s %q: accepted values are %q or unset (default credential chain)", KeyCredentialProvider, s.CredentialProvider, CredentialProviderEC2Role)
+		bad("invalid %s %q: accepted values are %q or unset (default credential chain)", KeyCredentialProvider, s.CredentialProvider, CredentialProviderEC2Role)
 	}
+
 	if s.Endpoint != "" {
 		u, err := url.Parse(s.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return Settings{}, fmt.Errorf("invalid %s %q: want an http:// or https:// URL such as http://127.0.0.1:5000", KeyEndpoint, s.Endpoint)
+			bad("invalid %s %q: want an http:// or https:// URL such as http://127.0.0.1:5000", KeyEndpoint, s.Endpoint)
 		}
+	}
+
+	if len(errs) > 0 {
+		return Settings{}, errors.New(strings.Join(errs, "; "))
 	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,11 +17,21 @@ import (
 // DefaultCallTimeout bounds one EC2 call, retries included.
 const DefaultCallTimeout = 30 * time.Second
 
+// DefaultModifyWait bounds how long the client waits for a fleet request in
+// state modifying or submitted to become active again (see WaitModifiable).
+const DefaultModifyWait = 5 * time.Minute
+
 // Client reads and changes one account's Spot Fleet requests through EC2API.
+// It is safe for concurrent use.
 type Client struct {
-	api     EC2API
-	retry   Retry
-	timeout time.Duration
+	api        EC2API
+	retry      Retry
+	timeout    time.Duration
+	modifyWait time.Duration
+	now        func() time.Time
+
+	templatesMu sync.Mutex
+	templates   map[templateKey]templateEntry
 }
 
 // Option changes how a Client behaves.
@@ -32,9 +43,18 @@ func WithRetry(r Retry) Option { return func(c *Client) { c.retry = r } }
 // WithCallTimeout bounds each call, retries included.
 func WithCallTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
 
+// WithModifyWait bounds how long WaitModifiable (and every method that
+// changes the target capacity) waits for a modifying fleet request, counted
+// as the sum of its pauses between polls. The default is DefaultModifyWait.
+func WithModifyWait(d time.Duration) Option { return func(c *Client) { c.modifyWait = d } }
+
+// WithClock sets the clock the launch-template cache reads; tests set it.
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
 // NewClient returns a Client that calls api.
 func NewClient(api EC2API, opts ...Option) *Client {
-	c := &Client{api: api, retry: DefaultRetry, timeout: DefaultCallTimeout}
+	c := &Client{api: api, retry: DefaultRetry, timeout: DefaultCallTimeout, modifyWait: DefaultModifyWait,
+		now: time.Now, templates: map[templateKey]templateEntry{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -63,11 +83,17 @@ func (r *Request) Modifiable() bool { return r.State == types.BatchStateActive }
 
 // Instance is one instance of a fleet, as EC2 describes it.
 type Instance struct {
-	ID         string
-	Type       string
-	State      types.InstanceStateName
+	ID    string
+	Type  string
+	State types.InstanceStateName
+	// LaunchTime is zero when the instance is not Described.
 	LaunchTime time.Time
 	Tags       map[string]string
+	// Described is false for an instance the fleet lists as active but
+	// DescribeInstances does not return yet (EC2 is eventually consistent
+	// right after a launch). Instances reports it as pending, with the type
+	// the fleet gives, no launch time and no tags: capacity that is coming.
+	Described bool
 }
 
 // Running reports whether the instance is pending or running (it counts as capacity).
@@ -165,34 +191,6 @@ func (c *Client) InstanceTypesOf(ctx context.Context, r *Request) ([]string, err
 	return compactStrings(all), nil
 }
 
-func (c *Client) templateInstanceType(ctx context.Context, lt types.FleetLaunchTemplateSpecification) (string, error) {
-	in := &ec2.DescribeLaunchTemplateVersionsInput{
-		LaunchTemplateId:   lt.LaunchTemplateId,
-		LaunchTemplateName: lt.LaunchTemplateName,
-	}
-	if v := aws.ToString(lt.Version); v != "" {
-		in.Versions = []string{v}
-	} else {
-		in.Versions = []string{"$Default"}
-	}
-	name := aws.ToString(lt.LaunchTemplateId) + aws.ToString(lt.LaunchTemplateName)
-	var out *ec2.DescribeLaunchTemplateVersionsOutput
-	err := c.call(ctx, fmt.Sprintf("describing launch template %s", name), func(ctx context.Context) error {
-		var err error
-		out, err = c.api.DescribeLaunchTemplateVersions(ctx, in)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	for _, v := range out.LaunchTemplateVersions {
-		if v.LaunchTemplateData != nil {
-			return string(v.LaunchTemplateData.InstanceType), nil
-		}
-	}
-	return "", nil
-}
-
 // Families returns the instance families (the part of an instance type before
 // the dot: "c5" of "c5.large") of the given instance types, sorted and unique.
 func Families(instanceTypes []string) []string {
@@ -213,92 +211,6 @@ func compactStrings(s []string) []string {
 		}
 	}
 	return out
-}
-
-// SetTargetCapacity sets the fleet's target capacity to n and tells EC2 never
-// to pick instances to terminate itself: the caller terminates exactly the
-// instances it drained.
-func (c *Client) SetTargetCapacity(ctx context.Context, id string, n int) error {
-	return c.call(ctx, fmt.Sprintf("setting target capacity of spot fleet request %s to %d", id, n), func(ctx context.Context) error {
-		_, err := c.api.ModifySpotFleetRequest(ctx, &ec2.ModifySpotFleetRequestInput{
-			SpotFleetRequestId:              aws.String(id),
-			TargetCapacity:                  aws.Int32(int32(n)),
-			ExcessCapacityTerminationPolicy: types.ExcessCapacityTerminationPolicyNoTermination,
-		})
-		return err
-	})
-}
-
-// Instances returns the fleet's active instances with their state and tags.
-func (c *Client) Instances(ctx context.Context, id string) ([]Instance, error) {
-	var active []types.ActiveInstance
-	var token *string
-	for {
-		var out *ec2.DescribeSpotFleetInstancesOutput
-		err := c.call(ctx, fmt.Sprintf("describing instances of spot fleet request %s", id), func(ctx context.Context) error {
-			var err error
-			out, err = c.api.DescribeSpotFleetInstances(ctx, &ec2.DescribeSpotFleetInstancesInput{SpotFleetRequestId: aws.String(id), NextToken: token})
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		active = append(active, out.ActiveInstances...)
-		token = out.NextToken
-		if aws.ToString(token) == "" {
-			break
-		}
-	}
-	if len(active) == 0 {
-		return nil, nil
-	}
-	ids := make([]string, 0, len(active))
-	for _, a := range active {
-		ids = append(ids, aws.ToString(a.InstanceId))
-	}
-	return c.DescribeInstances(ctx, ids)
-}
-
-// DescribeInstances returns the named instances; ones EC2 no longer knows are left out.
-func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instance, error) {
-	var out []Instance
-	for start := 0; start < len(ids); start += 200 {
-		batch := ids[start:min(start+200, len(ids))]
-		var token *string
-		for {
-			var resp *ec2.DescribeInstancesOutput
-			err := c.call(ctx, fmt.Sprintf("describing %d instances", len(batch)), func(ctx context.Context) error {
-				var err error
-				resp, err = c.api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: batch, NextToken: token})
-				return err
-			})
-			if err != nil {
-				return nil, err
-			}
-			for _, res := range resp.Reservations {
-				for _, in := range res.Instances {
-					out = append(out, newInstance(in))
-				}
-			}
-			token = resp.NextToken
-			if aws.ToString(token) == "" {
-				break
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
-func newInstance(in types.Instance) Instance {
-	i := Instance{ID: aws.ToString(in.InstanceId), Type: string(in.InstanceType), LaunchTime: aws.ToTime(in.LaunchTime), Tags: map[string]string{}}
-	if in.State != nil {
-		i.State = in.State.Name
-	}
-	for _, t := range in.Tags {
-		i.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
-	}
-	return i
 }
 
 // Tag sets tags on EC2 resources (instances or the fleet request itself).
@@ -332,7 +244,10 @@ func (c *Client) Untag(ctx context.Context, ids []string, keys ...string) error 
 	})
 }
 
-// Tags returns the tags of one EC2 resource (for example a spot fleet request).
+// Tags returns the tags of one EC2 resource (for example a spot fleet request)
+// with DescribeTags. For a spot fleet request this is the only reading that
+// includes tags set with CreateTags after its creation in moto 5.2.1 (see
+// Request.Tags).
 func (c *Client) Tags(ctx context.Context, id string) (map[string]string, error) {
 	tags := map[string]string{}
 	var token *string

@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,7 +29,12 @@ func TestRetryOnTransientErrors(t *testing.T) {
 		{name: "throttling is retried", failures: 2, err: ec2fake.APIError("RequestLimitExceeded"), wantCalls: 3},
 		{name: "server fault is retried", failures: 1, err: ec2fake.APIError("InternalError"), wantCalls: 2},
 		{name: "unavailable is retried", failures: 3, err: ec2fake.APIError("Unavailable"), wantCalls: 4},
+		{name: "connection reset is retried", failures: 2, err: ec2fake.ConnReset(), wantCalls: 3},
+		{name: "connection refused is retried", failures: 1, err: ec2fake.ConnRefused(), wantCalls: 2},
+		{name: "attempt timeout is retried", failures: 3, err: ec2fake.NetTimeout(), wantCalls: 4},
+		{name: "unexpected EOF mid-response is retried", failures: 1, err: ec2fake.UnexpectedEOF(), wantCalls: 2},
 		{name: "retries end after the attempts", failures: 10, err: ec2fake.APIError("Throttling"), wantErr: true, wantCalls: 4},
+		{name: "network retries end after the attempts", failures: 10, err: ec2fake.ConnReset(), wantErr: true, wantCalls: 4},
 		{name: "client errors are not retried", failures: 1, err: ec2fake.APIError("UnauthorizedOperation"), wantErr: true, wantCalls: 1},
 	}
 	for _, tc := range cases {
@@ -145,13 +151,17 @@ func TestTagsRoundTrip(t *testing.T) {
 
 func TestErrorClassification(t *testing.T) {
 	cases := []struct {
-		name                          string
-		err                           error
-		throttle, server, notFoundErr bool
+		name                                        string
+		err                                         error
+		throttle, server, network, notFound, denied bool
 	}{
 		{name: "throttling", err: ec2fake.APIError("RequestLimitExceeded"), throttle: true},
 		{name: "internal", err: ec2fake.APIError("InternalError"), server: true},
-		{name: "not found", err: ec2fake.APIError("InvalidSpotFleetRequestId.NotFound"), notFoundErr: true},
+		{name: "not found", err: ec2fake.APIError("InvalidSpotFleetRequestId.NotFound"), notFound: true},
+		{name: "unauthorized", err: ec2fake.APIError("UnauthorizedOperation"), denied: true},
+		{name: "connection reset", err: ec2fake.ConnReset(), network: true},
+		{name: "attempt timeout", err: ec2fake.NetTimeout(), network: true},
+		{name: "caller cancelled", err: fmt.Errorf("x: %w", context.Canceled)},
 		{name: "plain error", err: errors.New("boom")},
 		{name: "nil", err: nil},
 	}
@@ -159,8 +169,9 @@ func TestErrorClassification(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.throttle, fleet.IsThrottling(tc.err))
 			require.Equal(t, tc.server, fleet.IsServerFault(tc.err))
-			require.Equal(t, tc.notFoundErr, fleet.IsNotFound(tc.err))
-			require.Equal(t, tc.throttle || tc.server, fleet.IsRetryable(tc.err))
+			require.Equal(t, tc.notFound, fleet.IsNotFound(tc.err))
+			require.Equal(t, tc.denied, fleet.IsAccessDenied(tc.err))
+			require.Equal(t, tc.throttle || tc.server || tc.network, fleet.IsRetryable(tc.err))
 		})
 	}
 }

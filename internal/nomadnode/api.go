@@ -1,7 +1,8 @@
 // Package nomadnode holds the Nomad node operations the plugins need: listing
-// the nodes of a pool, mapping them to their cloud instances, draining,
-// eligibility and purging. Everything goes through the small API interface so
-// that the target's scale paths can be tested without a Nomad cluster.
+// the nodes of a pool, mapping them to their cloud instances, a node's phase,
+// draining, eligibility and purging. Everything goes through the small API
+// interface so that the target's scale paths can be tested without a Nomad
+// cluster.
 package nomadnode
 
 import (
@@ -11,17 +12,23 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// API is the part of the Nomad HTTP API the plugins use.
+// API is the part of the Nomad HTTP API the plugins use. Every method is one
+// HTTP call; callers decide about retries.
 type API interface {
-	// ListNodes returns every node the cluster knows.
+	// ListNodes returns every node the cluster knows, with its last drain.
 	ListNodes(ctx context.Context) ([]*api.NodeListStub, error)
 	// NodeInfo returns one node with its attributes and meta.
 	NodeInfo(ctx context.Context, id string) (*api.Node, error)
-	// Drain marks the node ineligible, drains it and waits for the drain to
-	// finish, the deadline to force it, or ctx to end.
-	Drain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error
+	// StartDrain marks the node ineligible and starts draining it; meta is
+	// kept in the node's LastDrain so the drain can be told apart later.
+	StartDrain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error
+	// CancelDrain cancels any drain of the node and marks it eligible, in
+	// one call (Nomad refuses to mark a draining node eligible).
+	CancelDrain(ctx context.Context, id string, meta map[string]string) error
 	// SetEligibility marks the node eligible or ineligible for scheduling.
 	SetEligibility(ctx context.Context, id string, eligible bool) error
+	// NodeAllocations returns the allocations placed on the node.
+	NodeAllocations(ctx context.Context, id string) ([]*api.Allocation, error)
 	// Purge removes the node from the cluster state.
 	Purge(ctx context.Context, id string) error
 }
@@ -63,19 +70,18 @@ func (c *Client) NodeInfo(ctx context.Context, id string) (*api.Node, error) {
 	return n, nil
 }
 
-// Drain implements API.
-func (c *Client) Drain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error {
-	resp, err := c.c.Nodes().UpdateDrainOpts(id, &api.DrainOptions{DrainSpec: spec, Meta: meta}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
+// StartDrain implements API.
+func (c *Client) StartDrain(ctx context.Context, id string, spec *api.DrainSpec, meta map[string]string) error {
+	if _, err := c.c.Nodes().UpdateDrainOpts(id, &api.DrainOptions{DrainSpec: spec, Meta: meta}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("starting drain of Nomad node %s: %w", id, err)
 	}
-	for msg := range c.c.Nodes().MonitorDrain(ctx, id, resp.LastIndex, spec.IgnoreSystemJobs) {
-		if msg.Level == api.MonitorMsgLevelError {
-			return fmt.Errorf("draining Nomad node %s: %s", id, msg.Message)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("draining Nomad node %s: %w", id, err)
+	return nil
+}
+
+// CancelDrain implements API.
+func (c *Client) CancelDrain(ctx context.Context, id string, meta map[string]string) error {
+	if _, err := c.c.Nodes().UpdateDrainOpts(id, &api.DrainOptions{MarkEligible: true, Meta: meta}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("cancelling drain of Nomad node %s and marking it eligible: %w", id, err)
 	}
 	return nil
 }
@@ -86,6 +92,15 @@ func (c *Client) SetEligibility(ctx context.Context, id string, eligible bool) e
 		return fmt.Errorf("setting eligibility of Nomad node %s to %t: %w", id, eligible, err)
 	}
 	return nil
+}
+
+// NodeAllocations implements API.
+func (c *Client) NodeAllocations(ctx context.Context, id string) ([]*api.Allocation, error) {
+	allocs, _, err := c.c.Nodes().Allocations(id, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("listing allocations of Nomad node %s: %w", id, err)
+	}
+	return allocs, nil
 }
 
 // Purge implements API.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/nomad-autoscaler/sdk"
 	"github.com/hashicorp/nomad-autoscaler/sdk/helper/scaleutils/nodepool"
@@ -91,33 +92,101 @@ type Node struct {
 // Unmapped is a pool member whose instance id could not be read.
 type Unmapped struct {
 	NodeID string
-	Err    error
+	// InstanceID is set when the node claims an instance another node claims too.
+	InstanceID string
+	Err        error
 }
 
+// Mapper lists pool nodes with their instance ids. A node's instance never
+// changes, so the id read from a node (one NodeInfo call) is cached per node
+// id and lookup; steady state costs one ListNodes call. The zero value is not
+// usable; call NewMapper.
+type Mapper struct {
+	mu    sync.Mutex
+	cache map[string]string // lookup + "\x00" + node id -> instance id
+}
+
+// NewMapper returns an empty Mapper.
+func NewMapper() *Mapper { return &Mapper{cache: map[string]string{}} }
+
 // PoolNodes lists the pool's nodes that are not down, with their instance
-// ids. Nodes whose id cannot be read are returned apart, so callers can say so.
-func PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLookup) ([]Node, []Unmapped, error) {
+// ids. Nodes whose id cannot be read, and nodes that claim the same instance
+// id as another node, are returned apart, so callers can say so and leave
+// them alone.
+func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLookup) ([]Node, []Unmapped, error) {
 	stubs, err := a.ListNodes(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	var nodes []Node
+	prefix := lookup.String() + "\x00"
+	live := map[string]bool{}
+	byInstance := map[string][]Node{}
 	var unmapped []Unmapped
 	for _, s := range stubs {
+		live[prefix+s.ID] = true
 		if !pool.Contains(s) || s.Status == api.NodeStatusDown {
 			continue
 		}
-		info, err := a.NodeInfo(ctx, s.ID)
+		id, err := m.instanceID(ctx, a, lookup, prefix+s.ID, s.ID)
 		if err != nil {
+			if !IsTransient(err) && ctx.Err() == nil {
+				unmapped = append(unmapped, Unmapped{NodeID: s.ID, Err: err})
+				continue
+			}
 			return nil, nil, err
 		}
-		id, err := lookup.InstanceID(info)
-		if err != nil {
-			unmapped = append(unmapped, Unmapped{NodeID: s.ID, Err: err})
+		byInstance[id] = append(byInstance[id], Node{NodeListStub: s, InstanceID: id})
+	}
+	m.forget(prefix, live)
+	var nodes []Node
+	for id, ns := range byInstance {
+		if len(ns) == 1 {
+			nodes = append(nodes, ns[0])
 			continue
 		}
-		nodes = append(nodes, Node{NodeListStub: s, InstanceID: id})
+		ids := make([]string, 0, len(ns))
+		for _, n := range ns {
+			ids = append(ids, n.ID)
+		}
+		sort.Strings(ids)
+		for _, n := range ns {
+			unmapped = append(unmapped, Unmapped{NodeID: n.ID, InstanceID: id, Err: fmt.Errorf(
+				"instance id %s is claimed by %d nodes (%s): none of them is touched", id, len(ns), strings.Join(ids, ", "))})
+		}
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	sort.Slice(unmapped, func(i, j int) bool { return unmapped[i].NodeID < unmapped[j].NodeID })
 	return nodes, unmapped, nil
+}
+
+func (m *Mapper) instanceID(ctx context.Context, a API, lookup IDLookup, key, nodeID string) (string, error) {
+	m.mu.Lock()
+	id, ok := m.cache[key]
+	m.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	info, err := a.NodeInfo(ctx, nodeID)
+	if err != nil {
+		return "", err
+	}
+	id, err = lookup.InstanceID(info)
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	m.cache[key] = id
+	m.mu.Unlock()
+	return id, nil
+}
+
+// forget drops cached ids of nodes the cluster no longer lists.
+func (m *Mapper) forget(prefix string, live map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.cache {
+		if strings.HasPrefix(k, prefix) && !live[k] {
+			delete(m.cache, k)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -16,22 +17,44 @@ import (
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
-// fakeNomad is an in-memory Nomad node API with failure knobs.
+// fakeNomad is an in-memory Nomad node API that refuses what Nomad refuses:
+// a draining node cannot be marked eligible, unknown nodes are 404s. Drains
+// complete at the next read of the node unless held; failures can be
+// injected per call.
 type fakeNomad struct {
 	mu       sync.Mutex
 	nodes    map[string]*api.Node
-	drainErr map[string]error // node id -> error returned by Drain
-	drained  []string         // node ids, in drain order
+	allocs   map[string][]*api.Allocation // node id -> allocations
+	drainErr map[string]error             // node id -> error returned by StartDrain
+	hold     map[string]bool              // node id -> drain stays in progress
+	fail     map[string][]error           // method -> errors to return next, in order
+	calls    map[string]int               // method -> calls
+	drained  []string                     // node ids, in drain order
 	purged   []string
 	index    uint64
-	// onDrain, when set, runs at the start of every Drain (outside the lock).
+	// onDrain, when set, runs at the start of every StartDrain (outside the lock).
 	onDrain func(nodeID string)
 }
 
 var _ nomadnode.API = (*fakeNomad)(nil)
 
+// nomadError is an HTTP error answer, shaped like the API client's
+// (it has StatusCode()).
+type nomadError struct {
+	code int
+	msg  string
+}
+
+func (e nomadError) Error() string {
+	return fmt.Sprintf("Unexpected response code: %d (%s)", e.code, e.msg)
+}
+func (e nomadError) StatusCode() int { return e.code }
+
+var errNoLeader = nomadError{code: 500, msg: "No cluster leader"}
+
 func newFakeNomad() *fakeNomad {
-	return &fakeNomad{nodes: map[string]*api.Node{}, drainErr: map[string]error{}}
+	return &fakeNomad{nodes: map[string]*api.Node{}, allocs: map[string][]*api.Allocation{}, drainErr: map[string]error{},
+		hold: map[string]bool{}, fail: map[string][]error{}, calls: map[string]int{}}
 }
 
 // addNode registers a ready, eligible node for an instance.
@@ -46,6 +69,7 @@ func (f *fakeNomad) addNode(instanceID, class string) string {
 		Meta: map[string]string{"ec2_instance_id": instanceID}, Attributes: map[string]string{},
 		CreateIndex: f.index,
 	}
+	f.allocs[id] = []*api.Allocation{{ID: "alloc-" + id, NodeID: id, ClientStatus: api.AllocClientStatusRunning}}
 	return id
 }
 
@@ -61,6 +85,36 @@ func (f *fakeNomad) update(id string, fn func(n *api.Node)) {
 	fn(f.nodes[id])
 }
 
+// failNext makes the next calls of method return errs, one each.
+func (f *fakeNomad) failNext(method string, errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[method] = append(f.fail[method], errs...)
+}
+
+func (f *fakeNomad) callCount(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[method]
+}
+
+// begin counts a call and returns an injected error; f.mu must be held.
+func (f *fakeNomad) begin(method string) error {
+	f.calls[method]++
+	if q := f.fail[method]; len(q) > 0 {
+		f.fail[method] = q[1:]
+		return q[0]
+	}
+	return nil
+}
+
+// setHold keeps the node's drain in progress (true) or lets it complete.
+func (f *fakeNomad) setHold(id string, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold[id] = on
+}
+
 func (f *fakeNomad) drainedNodes() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -69,14 +123,35 @@ func (f *fakeNomad) drainedNodes() []string {
 	return out
 }
 
+// progress completes a drain started with StartDrain that is not held: its
+// allocations stop. Drains a test sets up itself stay as they are.
+func (f *fakeNomad) progress(n *api.Node) {
+	if n.DrainStrategy == nil || f.hold[n.ID] || !slices.Contains(f.drained, n.ID) || n.LastDrain == nil {
+		return
+	}
+	n.DrainStrategy = nil
+	n.LastDrain.Status = api.DrainStatusComplete
+	for _, a := range f.allocs[n.ID] {
+		a.ClientStatus = api.AllocClientStatusComplete
+	}
+}
+
 func (f *fakeNomad) ListNodes(context.Context) ([]*api.NodeListStub, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.begin("ListNodes"); err != nil {
+		return nil, err
+	}
 	var out []*api.NodeListStub
 	for _, n := range f.nodes {
+		var last *api.DrainMetadata
+		if n.LastDrain != nil {
+			c := *n.LastDrain
+			last = &c
+		}
 		out = append(out, &api.NodeListStub{ID: n.ID, Name: n.Name, NodeClass: n.NodeClass, Datacenter: n.Datacenter,
 			NodePool: n.NodePool, Status: n.Status, SchedulingEligibility: n.SchedulingEligibility,
-			Drain: n.DrainStrategy != nil, CreateIndex: n.CreateIndex})
+			Drain: n.DrainStrategy != nil, LastDrain: last, CreateIndex: n.CreateIndex})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
@@ -85,38 +160,81 @@ func (f *fakeNomad) ListNodes(context.Context) ([]*api.NodeListStub, error) {
 func (f *fakeNomad) NodeInfo(_ context.Context, id string) (*api.Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.begin("NodeInfo"); err != nil {
+		return nil, err
+	}
 	n, ok := f.nodes[id]
 	if !ok {
-		return nil, fmt.Errorf("node %s not found", id)
+		return nil, nomadError{code: 404, msg: "node not found"}
 	}
+	f.progress(n)
 	c := *n
+	if n.LastDrain != nil {
+		d := *n.LastDrain
+		c.LastDrain = &d
+	}
 	return &c, nil
 }
 
-func (f *fakeNomad) Drain(_ context.Context, id string, _ *api.DrainSpec, _ map[string]string) error {
+func (f *fakeNomad) StartDrain(_ context.Context, id string, spec *api.DrainSpec, meta map[string]string) error {
 	if f.onDrain != nil {
 		f.onDrain(id)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.begin("StartDrain"); err != nil {
+		return err
+	}
 	n, ok := f.nodes[id]
 	if !ok {
-		return fmt.Errorf("node %s not found", id)
+		return nomadError{code: 404, msg: "node not found"}
 	}
-	n.SchedulingEligibility = api.NodeSchedulingIneligible
 	if err := f.drainErr[id]; err != nil {
 		return err
 	}
+	m := map[string]string{}
+	for k, v := range meta {
+		m[k] = v
+	}
+	n.DrainStrategy = &api.DrainStrategy{DrainSpec: *spec}
+	n.SchedulingEligibility = api.NodeSchedulingIneligible
+	n.LastDrain = &api.DrainMetadata{Status: api.DrainStatusDraining, Meta: m}
 	f.drained = append(f.drained, id)
+	return nil
+}
+
+func (f *fakeNomad) CancelDrain(_ context.Context, id string, meta map[string]string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin("CancelDrain"); err != nil {
+		return err
+	}
+	n, ok := f.nodes[id]
+	if !ok {
+		return nomadError{code: 404, msg: "node not found"}
+	}
+	if n.DrainStrategy != nil {
+		n.DrainStrategy = nil
+		n.LastDrain.Status = api.DrainStatusCanceled
+		n.LastDrain.Meta = meta
+	}
+	n.SchedulingEligibility = api.NodeSchedulingEligible
 	return nil
 }
 
 func (f *fakeNomad) SetEligibility(_ context.Context, id string, eligible bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.begin("SetEligibility"); err != nil {
+		return err
+	}
 	n, ok := f.nodes[id]
 	if !ok {
-		return fmt.Errorf("node %s not found", id)
+		return nomadError{code: 404, msg: "node not found"}
+	}
+	if eligible && n.DrainStrategy != nil {
+		// As Nomad's Node.UpdateEligibility does.
+		return nomadError{code: 500, msg: "can not set node's scheduling eligibility to eligible while it is draining"}
 	}
 	n.SchedulingEligibility = api.NodeSchedulingIneligible
 	if eligible {
@@ -125,9 +243,26 @@ func (f *fakeNomad) SetEligibility(_ context.Context, id string, eligible bool) 
 	return nil
 }
 
+func (f *fakeNomad) NodeAllocations(_ context.Context, id string) ([]*api.Allocation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin("NodeAllocations"); err != nil {
+		return nil, err
+	}
+	var out []*api.Allocation
+	for _, a := range f.allocs[id] {
+		c := *a
+		out = append(out, &c)
+	}
+	return out, nil
+}
+
 func (f *fakeNomad) Purge(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.begin("Purge"); err != nil {
+		return err
+	}
 	delete(f.nodes, id)
 	f.purged = append(f.purged, id)
 	return nil
@@ -150,7 +285,7 @@ func newRig(t *testing.T, spec ec2fake.Fleet) *rig {
 	if len(spec.InstanceTypes) == 0 && len(spec.TemplateTypes) == 0 {
 		spec.InstanceTypes = []string{"c5.large", "m5.large"}
 	}
-	r := &rig{ec2: ec2fake.New(), nomad: newFakeNomad(), nodeOf: map[string]string{}, now: time.Unix(1_800_000_000, 0)}
+	r := &rig{ec2: ec2fake.New(), nomad: newFakeNomad(), nodeOf: map[string]string{}, now: time.Now()}
 	r.fleetID = r.ec2.AddFleet(spec)
 	for _, id := range r.ec2.Running(r.fleetID) {
 		r.nodeOf[id] = r.nomad.addNode(id, "spot")
@@ -159,6 +294,8 @@ func newRig(t *testing.T, spec ec2fake.Fleet) *rig {
 	r.plugin = newWithClients(hclog.NewNullLogger(), fleet.NewClient(r.ec2, fleet.WithRetry(noWait)), r.nomad, nil)
 	r.plugin.now = func() time.Time { return r.now }
 	r.plugin.pollInterval = time.Millisecond
+	r.plugin.drainPoll = nomadnode.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}
+	r.plugin.capacityRetry = 50 * time.Millisecond
 	r.config = map[string]string{
 		configKeyFleetID:          r.fleetID,
 		"node_class":              "spot",

@@ -3,11 +3,12 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/nomad/api"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
@@ -18,7 +19,8 @@ const (
 	// tagLastEvent on the fleet request holds the time (Unix ns) of the last
 	// scaling action, so cooldowns survive an agent restart.
 	tagLastEvent = "nomad-autoscaler:last-event"
-	// tagScaleIn on an instance records that a scale-in chose it and when;
+	// tagScaleIn on an instance records that a scale-in chose it, the target
+	// capacity it meant to reach and when ("to=2 at=2026-12-01T10:00:00Z");
 	// it is set before the node is drained so that an interrupted scale-in
 	// can be finished or undone later.
 	tagScaleIn = "nomad-autoscaler:scale-in"
@@ -26,16 +28,18 @@ const (
 
 // world is one consistent reading of a fleet and its Nomad nodes.
 type world struct {
+	at        time.Time
 	req       *fleet.Request
 	families  []string
 	instances []fleet.Instance          // running or pending fleet instances
 	nodes     map[string]nomadnode.Node // pool nodes by instance id, fleet instances only
-	unmapped  []nomadnode.Unmapped      // pool nodes without a readable instance id
+	unmapped  []nomadnode.Unmapped      // pool nodes without a (unique) instance id
 	lastEvent time.Time
 }
 
-// observe reads the fleet request, its instances and the pool's nodes.
-func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig) (*world, error) {
+// observe reads the fleet request, its instances and the pool's nodes, and
+// keeps the reading for the Scale that may follow.
+func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleetState) (*world, error) {
 	req, err := t.fleet.Describe(ctx, cfg.FleetID)
 	if err != nil {
 		return nil, err
@@ -48,13 +52,13 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig) (*world, 
 	if err != nil {
 		return nil, err
 	}
-	w := &world{req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{}}
+	w := &world{at: t.now(), req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{}}
 	for _, in := range all {
 		if in.Running() {
 			w.instances = append(w.instances, in)
 		}
 	}
-	nodes, unmapped, err := nomadnode.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
+	nodes, unmapped, err := t.mapper.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
 	if err != nil {
 		return nil, err
 	}
@@ -65,15 +69,34 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig) (*world, 
 			w.nodes[n.InstanceID] = n
 		}
 	}
-	tags, err := t.fleet.Tags(ctx, cfg.FleetID)
-	if err != nil {
-		return nil, err
+	// The last-event tag is written by this plugin only: read it once per
+	// process (it tells the time of an action made before a restart), then
+	// keep it in memory.
+	fs.mu.Lock()
+	known, last := fs.eventKnown, fs.ownEvent
+	if last.IsZero() {
+		last = fs.restoredEvent
 	}
-	if v, ok := tags[tagLastEvent]; ok {
-		if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
-			w.lastEvent = time.Unix(0, ns)
+	fs.mu.Unlock()
+	if known {
+		w.lastEvent = last
+	} else {
+		tags, err := t.fleet.Tags(ctx, cfg.FleetID)
+		if err != nil {
+			return nil, err
 		}
+		if v, ok := tags[tagLastEvent]; ok {
+			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+				w.lastEvent = time.Unix(0, ns)
+			}
+		}
+		fs.mu.Lock()
+		fs.eventKnown, fs.restoredEvent = true, w.lastEvent
+		fs.mu.Unlock()
 	}
+	fs.mu.Lock()
+	fs.last = w
+	fs.mu.Unlock()
 	return w, nil
 }
 
@@ -87,6 +110,10 @@ func (w *world) runningIDs() map[string]bool {
 
 // check refuses fleets the plugin cannot scale correctly.
 func (w *world) check(cfg *policyConfig) error {
+	if w.req.Type != types.FleetTypeMaintain {
+		return fmt.Errorf("spot fleet request %s is of type %q: EC2 changes the target capacity of maintain fleets only, so this plugin cannot scale it; create the fleet with Type=maintain",
+			cfg.FleetID, w.req.Type)
+	}
 	if len(w.families) < cfg.MinFamilies {
 		return fmt.Errorf("spot fleet request %s is not diversified: its launch specifications and overrides use instance families [%s], fewer than %s=%d; add launch-template overrides of another family (for example c5 and m5) or lower %s",
 			cfg.FleetID, strings.Join(w.families, ", "), configKeyMinFamilies, cfg.MinFamilies, configKeyMinFamilies)
@@ -97,11 +124,88 @@ func (w *world) check(cfg *policyConfig) error {
 	return nil
 }
 
-// readyNodes counts the fleet's nodes that are ready and eligible.
-func (w *world) readyNodes() int {
+// member is one running fleet instance with its node and phase.
+type member struct {
+	inst fleet.Instance
+	// node is the instance's Nomad node; nil when none has registered.
+	node *nomadnode.Node
+	// phase is the node's phase; PhaseJoining when there is no node yet.
+	phase nomadnode.Phase
+	// marked says a scale-in chose the instance (tagScaleIn).
+	marked bool
+	// notJoined says the instance has run for longer than node_join_timeout
+	// without a Nomad node: a broken instance (bad AMI, user-data).
+	notJoined bool
+}
+
+// members returns the fleet's running instances with their nodes, sorted by
+// instance id.
+func (w *world) members(cfg *policyConfig) []member {
+	out := make([]member, 0, len(w.instances))
+	for _, in := range w.instances {
+		m := member{inst: in, phase: nomadnode.PhaseJoining}
+		_, m.marked = in.Tags[tagScaleIn]
+		if n, ok := w.nodes[in.ID]; ok {
+			m.node = &n
+			m.phase, _ = nomadnode.PhaseOf(n.NodeListStub)
+		} else if !in.LaunchTime.IsZero() && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout && !w.isUnmapped(in.ID) {
+			m.notJoined = true
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].inst.ID < out[j].inst.ID })
+	return out
+}
+
+// isUnmapped reports whether an unmapped pool node names this instance (two
+// nodes claiming it): such an instance has a node, just not a unique one.
+func (w *world) isUnmapped(instanceID string) bool {
+	for _, u := range w.unmapped {
+		if u.InstanceID == instanceID {
+			return true
+		}
+	}
+	return false
+}
+
+// live counts the running instances that no scale-in has chosen.
+func (w *world) live() int {
 	n := 0
-	for _, node := range w.nodes {
-		if node.Status == api.NodeStatusReady && node.SchedulingEligibility == api.NodeSchedulingEligible && !node.Drain {
+	for _, in := range w.instances {
+		if _, marked := in.Tags[tagScaleIn]; !marked {
+			n++
+		}
+	}
+	return n
+}
+
+// phases counts the fleet's instances per phase, for the status meta.
+func phases(ms []member) string {
+	counts := map[string]int{}
+	for _, m := range ms {
+		p := string(m.phase)
+		if m.notJoined {
+			p = "not_joined"
+		}
+		counts[p]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, counts[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+// readyNodes counts the fleet's nodes that take work.
+func readyNodes(ms []member) int {
+	n := 0
+	for _, m := range ms {
+		if m.phase == nomadnode.PhaseReady {
 			n++
 		}
 	}

@@ -35,33 +35,37 @@ var _ target.Target = (*TargetPlugin)(nil)
 type TargetPlugin struct {
 	logger hclog.Logger
 
-	fleet *fleet.Client
-	nodes nomadnode.API
+	fleet  *fleet.Client
+	nodes  nomadnode.API
+	mapper *nomadnode.Mapper
 	// nomadAPI feeds the SDK's node selectors (least_busy and empty read
 	// allocations); it may be nil in tests that use create-index selectors.
 	nomadAPI *api.Client
 
-	// now and pollInterval are replaced by tests.
-	now          func() time.Time
+	// now and the waits below are replaced by tests.
+	now func() time.Time
+	// pollInterval is the first pause of the scale-out wait; it doubles.
 	pollInterval time.Duration
+	// drainPoll is how often a drain's progress is read.
+	drainPoll nomadnode.Backoff
+	// capacityRetry is how long a capacity change after a drain is retried
+	// (with backoff) before the drained nodes are left for reconciliation.
+	capacityRetry time.Duration
 
-	mu       sync.Mutex
-	inFlight map[string]bool // instance ids this process is scaling in now
-	fleetMu  map[string]*sync.Mutex
-	// ownEvents holds the time of the last scaling action this process made
-	// on each fleet; older events were made before an agent restart.
-	ownEvents map[string]time.Time
+	mu     sync.Mutex
+	fleets map[string]*fleetState
 }
 
 // New returns an unconfigured plugin; the agent calls SetConfig next.
 func New(logger hclog.Logger) *TargetPlugin {
 	return &TargetPlugin{
-		logger:       logger,
-		now:          time.Now,
-		pollInterval: 2 * time.Second,
-		inFlight:     map[string]bool{},
-		fleetMu:      map[string]*sync.Mutex{},
-		ownEvents:    map[string]time.Time{},
+		logger:        logger,
+		mapper:        nomadnode.NewMapper(),
+		now:           time.Now,
+		pollInterval:  time.Second,
+		drainPoll:     nomadnode.Backoff{Base: time.Second, Max: 10 * time.Second},
+		capacityRetry: 2 * time.Minute,
+		fleets:        map[string]*fleetState{},
 	}
 }
 
@@ -100,46 +104,8 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 	return nil
 }
 
-// lockFleet serialises Status and Scale of one fleet.
-func (t *TargetPlugin) lockFleet(id string) func() {
-	t.mu.Lock()
-	m, ok := t.fleetMu[id]
-	if !ok {
-		m = &sync.Mutex{}
-		t.fleetMu[id] = m
-	}
-	t.mu.Unlock()
-	m.Lock()
-	return m.Unlock
-}
-
-func (t *TargetPlugin) setInFlight(ids []string, on bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, id := range ids {
-		if on {
-			t.inFlight[id] = true
-		} else {
-			delete(t.inFlight, id)
-		}
-	}
-}
-
-// isOwnEvent reports whether this process made the fleet's last scaling event.
-func (t *TargetPlugin) isOwnEvent(fleetID string, at time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	own, ok := t.ownEvents[fleetID]
-	return ok && !at.After(own)
-}
-
-func (t *TargetPlugin) isInFlight(id string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.inFlight[id]
-}
-
-// Scale implements target.Controller.
+// Scale implements target.Controller. action.Count is the new target
+// capacity; see scale for how it is reached.
 func (t *TargetPlugin) Scale(action sdk.ScalingAction, config map[string]string) error {
 	if t.fleet == nil {
 		return fmt.Errorf("%s: SetConfig was not called", PluginName)
@@ -153,45 +119,25 @@ func (t *TargetPlugin) Scale(action sdk.ScalingAction, config map[string]string)
 		log.Info("dry-run: no scaling", "reason", action.Reason)
 		return nil
 	}
-	if action.Count < 0 {
-		return fmt.Errorf("invalid desired count %d: want 0 or more", action.Count)
+	if action.Count < 0 || action.Count > maxTargetCapacity {
+		return fmt.Errorf("invalid desired count %d: want 0 to %d", action.Count, maxTargetCapacity)
 	}
 
-	unlock := t.lockFleet(cfg.FleetID)
-	defer unlock()
+	fs := t.state(cfg.FleetID)
+	fs.op.Lock()
+	defer fs.op.Unlock()
+	fs.begin(fmt.Sprintf("scaling to %d", action.Count), t.now())
+	defer fs.end()
 
-	// The action may drain nodes for up to the drain deadline and then wait
-	// for instances; bound the whole of it.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDeadline+cfg.LaunchTimeout+5*time.Minute)
+	// The action may drain nodes for up to the drain deadline, retry the
+	// capacity change and then wait for instances; bound the whole of it.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDeadline+cfg.LaunchTimeout+t.capacityRetry+5*time.Minute)
 	defer cancel()
-
-	w, err := t.observe(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := w.check(cfg); err != nil {
-		return err
-	}
-	if !w.req.Modifiable() {
-		return sdk.NewTargetScalingNoOpError("spot fleet request %s is %s, not active: not scaling now", cfg.FleetID, w.req.State)
-	}
-	if err := t.reconcile(ctx, log, cfg, w); err != nil {
-		return err
-	}
-
-	from, to := int64(w.req.TargetCapacity), action.Count
-	switch {
-	case to > from:
-		return t.scaleOut(ctx, log, cfg, w, action)
-	case to < from:
-		return t.scaleIn(ctx, log, cfg, w, action)
-	default:
-		log.Info("no scaling needed", "target_capacity", from, "desired", to, "reason", action.Reason)
-		return nil
-	}
+	return t.scale(ctx, log, cfg, fs, action)
 }
 
-// Status implements target.Controller.
+// Status implements target.Controller. It answers at once while a Scale of
+// the same fleet runs (not ready, "scale action in progress").
 func (t *TargetPlugin) Status(config map[string]string) (*sdk.TargetStatus, error) {
 	if t.fleet == nil {
 		return nil, fmt.Errorf("%s: SetConfig was not called", PluginName)
@@ -200,12 +146,15 @@ func (t *TargetPlugin) Status(config map[string]string) (*sdk.TargetStatus, erro
 	if err != nil {
 		return nil, err
 	}
-	unlock := t.lockFleet(cfg.FleetID)
-	defer unlock()
+	fs := t.state(cfg.FleetID)
+	if !fs.op.TryLock() {
+		return fs.busyStatus(t.now()), nil
+	}
+	defer fs.op.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	return t.status(ctx, t.logger.With("spot_fleet_request_id", cfg.FleetID), cfg)
+	return t.status(ctx, t.logger.With("spot_fleet_request_id", cfg.FleetID), cfg, fs)
 }
 
 func formatEventTime(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }

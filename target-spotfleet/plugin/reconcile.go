@@ -3,70 +3,130 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"sort"
+	"strings"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // reconcile finishes or undoes scale-ins that an earlier run started but did
-// not complete (the agent was restarted, say). An instance marked for
-// scale-in, and not being handled by this process now, is terminated when the
-// fleet already runs more instances than its target capacity (the capacity
-// was lowered) and its node has finished draining; otherwise its node is put
-// back to eligible and the mark removed. On change, w is read again.
-func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world) error {
-	var marked []string
-	for _, in := range w.instances {
-		if _, ok := in.Tags[tagScaleIn]; ok && !t.isInFlight(in.ID) {
-			marked = append(marked, in.ID)
-		}
-	}
-	if len(marked) == 0 {
-		return nil
-	}
-	sort.Strings(marked)
+// not complete (the agent was restarted, a capacity change kept failing). For
+// each instance marked for scale-in and not being handled by this process:
+//
+//   - its node has no drain of ours, or ours was cancelled: the mark is
+//     removed and the node left as it is (an operator's cordon is never read
+//     as "drained" and never undone);
+//   - our drain still runs: the scale-in is pending (the fleet is not ready);
+//   - our drain completed and the node runs no allocation, or the instance
+//     has no node: the target is lowered if that had not happened yet (to
+//     the target the mark records, at most) and exactly those instances are
+//     terminated;
+//   - the removal was abandoned: the node goes back into service.
+//
+// It returns the (re-read, on change) world and the reasons a scale-in is
+// still pending. In dry-run it only logs what it would do.
+func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world) (*world, []string, error) {
 	log = log.With("action", "reconcile")
-	excess := len(w.instances) - w.req.TargetCapacity
-	var terminate []string
-	var restore []failure
-	for _, id := range marked {
-		node, hasNode := w.nodes[id]
+	marks := drainMeta(cfg.FleetID)
+	var pending []string
+	var finish []member
+	var abandoned []failure
+	var unmark []string
+	for _, m := range w.members(cfg) {
+		if !m.marked || fs.isInFlight(m.inst.ID) {
+			continue
+		}
+		value := m.inst.Tags[tagScaleIn]
+		isAbandoned := strings.HasPrefix(value, abandonedPrefix)
+		var last *api.DrainMetadata
+		if m.node != nil {
+			last = m.node.LastDrain
+		}
+		ours := nomadnode.DrainedBy(last, marks)
 		switch {
-		case hasNode && node.Drain:
-			log.Info("marked instance still draining; will look again", "instance_id", id, "node_id", node.ID)
-		case excess > 0 && (!hasNode || node.SchedulingEligibility == api.NodeSchedulingIneligible):
-			terminate = append(terminate, id)
-			excess--
-		case hasNode:
-			restore = append(restore, failure{node: node, err: fmt.Errorf("scale-in was interrupted before the target capacity was lowered")})
+		case m.node == nil && isAbandoned:
+			unmark = append(unmark, m.inst.ID)
+		case m.node == nil || m.phase == nomadnode.PhaseDown:
+			finish = append(finish, m)
+		case isAbandoned:
+			abandoned = append(abandoned, failure{m: m, err: fmt.Errorf("removal abandoned earlier")})
+		case !ours:
+			// Marked before the drain began, or someone else drained or
+			// cordoned the node since: not ours to finish.
+			unmark = append(unmark, m.inst.ID)
+		case m.phase == nomadnode.PhaseDraining:
+			pending = append(pending, fmt.Sprintf("scale-in of instance %s still draining node %s", m.inst.ID, m.node.ID))
+		case last.Status == api.DrainStatusCanceled:
+			unmark = append(unmark, m.inst.ID)
+		case last.Status == api.DrainStatusComplete:
+			busy, err := nomadnode.RunningAllocations(ctx, t.nodes, m.node.ID, cfg.IgnoreSystemJobs)
+			switch {
+			case err != nil:
+				pending = append(pending, fmt.Sprintf("scale-in of instance %s: cannot read the allocations of node %s: %v", m.inst.ID, m.node.ID, err))
+			case busy > 0:
+				pending = append(pending, fmt.Sprintf("scale-in of instance %s: drained node %s still runs %d allocations", m.inst.ID, m.node.ID, busy))
+			default:
+				finish = append(finish, m)
+			}
 		default:
-			if err := t.fleet.Untag(ctx, []string{id}, tagScaleIn); err != nil {
-				return fmt.Errorf("reconciling interrupted scale-in of %s: %w", cfg.FleetID, err)
-			}
+			pending = append(pending, fmt.Sprintf("scale-in of instance %s: drain of node %s is %s", m.inst.ID, m.node.ID, last.Status))
 		}
 	}
-	t.restore(ctx, log, restore)
-	if len(terminate) > 0 {
-		results := t.fleet.Terminate(ctx, terminate)
-		for _, id := range terminate {
-			if err := results[id]; err != nil {
-				log.Error("could not terminate instance of an interrupted scale-in", "instance_id", id, "error", err)
-				continue
-			}
-			log.Info("finished interrupted scale-in: terminated drained instance", "instance_id", id,
-				"target_capacity", w.req.TargetCapacity, "running_before", len(w.instances))
-			if node, ok := w.nodes[id]; ok && cfg.Purge {
-				if err := t.nodes.Purge(ctx, node.ID); err != nil {
-					log.Warn("could not purge node", "node_id", node.ID, "error", err)
-				}
-			}
+	if len(finish)+len(abandoned)+len(unmark) == 0 {
+		return w, pending, nil
+	}
+	if cfg.DryRun {
+		log.Info("dry-run: would finish or undo an interrupted scale-in", "terminate", memberIDs(finish),
+			"put_back", failureIDs(abandoned), "unmark", unmark)
+		return w, pending, nil
+	}
+
+	for _, id := range unmark {
+		if err := t.fleet.Untag(ctx, []string{id}, tagScaleIn); err != nil {
+			return nil, nil, fmt.Errorf("reconciling interrupted scale-in of %s: %w", cfg.FleetID, err)
+		}
+		log.Info("scale-in mark removed: the node was not drained by this plugin", "instance_id", id)
+	}
+	t.abandon(ctx, log, cfg, abandoned)
+	if len(finish) > 0 {
+		if why := t.finish(ctx, log, cfg, fs, w, finish); why != "" {
+			pending = append(pending, why)
 		}
 	}
-	fresh, err := t.observe(ctx, cfg)
+	fresh, err := t.observe(ctx, cfg, fs)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	*w = *fresh
-	return nil
+	return fresh, pending, nil
+}
+
+// finish completes the removal of drained (or node-less) marked instances:
+// lower the target if it was not lowered yet, then terminate exactly them.
+// It returns why the scale-in is still pending, or "".
+func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, ms []member) string {
+	target := w.req.TargetCapacity
+	surplus := len(w.instances) - target
+	if surplus < len(ms) {
+		newTarget := target - (len(ms) - max(0, surplus))
+		planned := -1
+		for _, m := range ms {
+			planned = max(planned, markTarget(m.inst.Tags[tagScaleIn]))
+		}
+		if planned >= 0 && planned < newTarget {
+			newTarget = planned
+		}
+		newTarget = max(newTarget, 0)
+		if err := t.changeCapacityPatiently(ctx, log, cfg, newTarget-target); err != nil {
+			log.Error("could not lower target capacity to finish an interrupted scale-in; the drained nodes stay cordoned", "instances", memberIDs(ms), "error", err)
+			return fmt.Sprintf("finishing scale-in of %v: lowering target capacity to %d failed: %v", memberIDs(ms), newTarget, err)
+		}
+		t.recordEvent(ctx, log, fs)
+		target = newTarget
+	}
+	terminated, failed := t.terminate(ctx, log, cfg, ms)
+	log.Info("finished interrupted scale-in", "terminated", memberIDs(terminated), "terminate_failed", failureIDs(failed),
+		"target_capacity", target, "running_before", len(w.instances))
+	return ""
 }

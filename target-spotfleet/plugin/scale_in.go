@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,198 +15,351 @@ import (
 	"github.com/hashicorp/nomad-autoscaler/sdk/helper/scaleutils/nodeselector"
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/awsretry"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
-// drainedByMeta marks drains this plugin started, as the SDK does.
-var drainedByMeta = map[string]string{"drained_by": "nomad-autoscaler"}
+// drainMeta marks the drains this plugin starts for a fleet: the SDK's
+// drained_by plus the fleet, so that an operator's drain (or another
+// autoscaler's) is never taken for ours.
+func drainMeta(fleetID string) map[string]string {
+	return map[string]string{"drained_by": "nomad-autoscaler", "spot_fleet_request_id": fleetID}
+}
 
-// scaleIn removes nodes the safe way: choose them among this fleet's nodes,
-// record the intent on their instances, drain them, lower the target capacity
-// without letting EC2 terminate anything, then terminate exactly those
-// instances. Nodes whose drain or termination fails go back to eligible.
-func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world, action sdk.ScalingAction) error {
-	from, to := w.req.TargetCapacity, int(action.Count)
-	log = log.With("action", "scale_in", "from", from, "to", to)
+// markValue is the scale-in mark: the target capacity the scale-in means to
+// reach and when it began.
+func markValue(target int, at time.Time) string {
+	return fmt.Sprintf("to=%d at=%s", target, at.UTC().Format(time.RFC3339))
+}
 
-	// Step 1: choose the nodes.
-	victims, err := t.chooseVictims(log, cfg, w, from-to)
-	if err != nil {
-		return err
-	}
-	ids := instanceIDs(victims)
-	if cfg.DryRun {
-		log.Info("dry-run: would drain and terminate", "instances", ids, "reason", action.Reason)
-		return nil
-	}
-	t.setInFlight(ids, true)
-	defer t.setInFlight(ids, false)
+// abandonedPrefix starts the mark of a removal that was given up: the node
+// goes back into service and the mark is removed once that succeeded.
+const abandonedPrefix = "abandoned"
 
-	// Step 2: record the intent on the instances before touching the nodes.
-	intent := map[string]string{tagScaleIn: t.now().UTC().Format(time.RFC3339)}
-	if err := t.fleet.Tag(ctx, ids, intent); err != nil {
-		return fmt.Errorf("scale in of %s: recording intent before draining: %w", cfg.FleetID, err)
-	}
-
-	// Step 3: drain. Nodes whose drain fails are put back and kept.
-	drained, failed := t.drainAll(ctx, log, cfg, victims)
-	t.restore(ctx, log, failed)
-	if len(drained) == 0 {
-		return fmt.Errorf("scale in of %s: no node could be drained: %w", cfg.FleetID, joinFailures(failed))
-	}
-
-	// Step 4: lower the target capacity by exactly the drained nodes.
-	newTarget := from - len(drained)
-	if err := t.fleet.SetTargetCapacity(ctx, cfg.FleetID, newTarget); err != nil {
-		t.restore(ctx, log, failAll(drained, err))
-		return fmt.Errorf("scale in of %s: lowering target capacity to %d (drained nodes put back to eligible): %w", cfg.FleetID, newTarget, err)
-	}
-	t.recordEvent(ctx, log, cfg.FleetID)
-
-	// Step 5: terminate exactly the drained instances.
-	results := t.fleet.Terminate(ctx, instanceIDs(drained))
-	var terminated []nomadnode.Node
-	var notTerminated []failure
-	for _, v := range drained {
-		if err := results[v.InstanceID]; err != nil {
-			notTerminated = append(notTerminated, failure{node: v, err: err})
-		} else {
-			terminated = append(terminated, v)
-		}
-	}
-	if len(notTerminated) > 0 {
-		// The instances still run: give their capacity back to the target
-		// and their nodes back to the scheduler.
-		if err := t.fleet.SetTargetCapacity(ctx, cfg.FleetID, newTarget+len(notTerminated)); err != nil {
-			log.Error("could not restore target capacity after failed terminations", "target_capacity", newTarget, "error", err)
-		}
-		t.restore(ctx, log, notTerminated)
-	}
-
-	// Step 6: purge the terminated nodes if asked.
-	if cfg.Purge {
-		for _, v := range terminated {
-			if err := t.nodes.Purge(ctx, v.ID); err != nil {
-				log.Warn("could not purge node", "node_id", v.ID, "instance_id", v.InstanceID, "error", err)
+// markTarget reads the target capacity a mark records, or -1.
+func markTarget(v string) int {
+	for _, f := range strings.Fields(v) {
+		if s, ok := strings.CutPrefix(f, "to="); ok {
+			if n, err := strconv.Atoi(s); err == nil {
+				return n
 			}
 		}
 	}
+	return -1
+}
 
-	log.Info("scaled in", "target_capacity", from-len(terminated), "selector", cfg.Selector, "terminated", instanceIDs(terminated),
+// scaleIn lowers the target capacity to action.Count and removes
+// max(0, running - desired) instances, the safe way: instances that never
+// joined Nomad first (nothing to drain), then nodes chosen by the policy's
+// selector among this fleet's ready nodes. Before anything is drained it
+// checks that the fleet can be changed; it records the intent on the
+// instances, drains, lowers the target by the difference (read again just
+// before the change, retried with backoff; drained nodes stay cordoned if it
+// keeps failing, for reconciliation to finish), then terminates exactly those
+// instances. A node whose drain fails goes back into service.
+func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
+	from, to := w.req.TargetCapacity, int(action.Count)
+	live := w.live()
+	n := max(0, live-to)
+	log = log.With("action", "scale_in", "from", from, "to", to, "running", len(w.instances))
+
+	if n == 0 {
+		// A shortage: no more instances run than desired. Only the
+		// target goes down; every running node stays.
+		if cfg.DryRun {
+			log.Info("dry-run: would lower target capacity only", "reason", action.Reason)
+			return nil
+		}
+		_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, to-from)
+		if err != nil {
+			return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, from, to, err)
+		}
+		t.recordEvent(ctx, log, fs)
+		log.Info("scaled in: lowered target capacity only; no running node removed",
+			"target_capacity", after, "why", fmt.Sprintf("%d instances run, not more than the %d desired", live, to), "reason", action.Reason)
+		return nil
+	}
+
+	// Step 1: choose.
+	victims, err := t.chooseVictims(log, cfg, w, n)
+	if err != nil {
+		return err
+	}
+	ids := memberIDs(victims)
+	plannedTarget := max(to, live-len(victims))
+	if cfg.DryRun {
+		log.Info("dry-run: would drain and terminate", "instances", ids, "target_capacity", plannedTarget, "reason", action.Reason)
+		return nil
+	}
+
+	// Step 2: can the fleet be changed at all? Checked before any drain, so
+	// that a refusal (IAM, fleet type or state) never drains a node.
+	if _, err := t.fleet.CheckModifiable(ctx, cfg.FleetID); err != nil {
+		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
+	}
+
+	fs.setInFlight(ids, true)
+	defer fs.setInFlight(ids, false)
+
+	// Step 3: record the intent on the instances before touching the nodes.
+	if err := t.fleet.Tag(ctx, ids, map[string]string{tagScaleIn: markValue(plannedTarget, t.now())}); err != nil {
+		return fmt.Errorf("scale in of %s: recording intent before draining: %w", cfg.FleetID, err)
+	}
+
+	// Step 4: drain. Nodes whose drain fails go back into service.
+	removable, failed := t.drainAll(ctx, log, cfg, victims)
+	t.abandon(ctx, log, cfg, failed)
+	if len(removable) == 0 {
+		return fmt.Errorf("scale in of %s: no node could be drained: %w", cfg.FleetID, joinFailures(failed))
+	}
+
+	// Step 5: lower the target by the difference, read again just before.
+	newTarget := max(to, live-len(removable))
+	if err := t.changeCapacityPatiently(ctx, log, cfg, newTarget-from); err != nil {
+		log.Error("scale in: capacity change keeps failing after the drain; drained nodes stay cordoned and marked, the next status finishes the scale-in",
+			"instances", memberIDs(removable), "error", err)
+		return fmt.Errorf("scale in of %s: lowering target capacity by %d after draining %v (the nodes stay drained; reconciliation retries): %w",
+			cfg.FleetID, from-newTarget, memberIDs(removable), err)
+	}
+	t.recordEvent(ctx, log, fs)
+
+	// Step 6: terminate exactly those instances; purge their nodes.
+	terminated, notTerminated := t.terminate(ctx, log, cfg, removable)
+
+	log.Info("scaled in", "target_capacity", newTarget, "selector", cfg.Selector, "terminated", memberIDs(terminated),
 		"drain_failed", failureIDs(failed), "terminate_failed", failureIDs(notTerminated), "reason", action.Reason)
 	if all := append(failed, notTerminated...); len(all) > 0 {
-		return fmt.Errorf("scale in of %s: %d of %d nodes removed: %w", cfg.FleetID, len(terminated), len(victims), joinFailures(all))
+		return fmt.Errorf("scale in of %s: %d of %d instances removed: %w", cfg.FleetID, len(terminated), len(victims), joinFailures(all))
 	}
 	return nil
 }
 
-// chooseVictims picks n nodes with the policy's SDK node selector among the
-// ready nodes that run on this fleet's instances.
-func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *world, n int) ([]nomadnode.Node, error) {
+// changeCapacityPatiently changes the target capacity by delta, retrying
+// errors worth retrying (throttling, faults, network, a fleet still
+// modifying) with backoff for up to capacityRetry.
+func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Logger, cfg *policyConfig, delta int) error {
+	if delta == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.capacityRetry)
+	defer cancel()
+	pause := t.pollInterval
+	for {
+		_, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, delta)
+		if err == nil || !awsretry.IsRetryable(err) {
+			return err
+		}
+		log.Warn("capacity change failed; retrying", "delta", delta, "in", pause.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up after %s)", err, t.capacityRetry)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 30*time.Second)
+	}
+}
+
+// terminate terminates exactly the given instances and purges their nodes.
+// Instances EC2 refuses to terminate get their capacity back on the target
+// and their nodes back into service.
+func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *policyConfig, ms []member) ([]member, []failure) {
+	results := t.fleet.Terminate(ctx, memberIDs(ms))
+	var terminated []member
+	var notTerminated []failure
+	for _, m := range ms {
+		if err := results[m.inst.ID]; err != nil {
+			notTerminated = append(notTerminated, failure{m: m, err: err})
+		} else {
+			terminated = append(terminated, m)
+		}
+	}
+	if len(notTerminated) > 0 {
+		if _, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, len(notTerminated)); err != nil {
+			log.Error("could not give the capacity of instances EC2 did not terminate back to the target", "instances", failureIDs(notTerminated), "error", err)
+		}
+		t.abandon(ctx, log, cfg, notTerminated)
+	}
+	if cfg.Purge {
+		for _, m := range terminated {
+			if m.node == nil {
+				continue
+			}
+			if err := t.nodes.Purge(ctx, m.node.ID); err != nil {
+				log.Warn("could not purge node", "node_id", m.node.ID, "instance_id", m.inst.ID, "error", err)
+			}
+		}
+	}
+	return terminated, notTerminated
+}
+
+// chooseVictims picks n instances: first those that never joined Nomad
+// within node_join_timeout, then nodes chosen by the policy's SDK node
+// selector among this fleet's ready nodes. Nodes that join, drain, are
+// cordoned (an operator's choice, never undone here) or that another node
+// claims the instance of are never chosen.
+func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *world, n int) ([]member, error) {
+	var out []member
 	var candidates []*api.NodeListStub
-	byID := map[string]nomadnode.Node{}
-	for _, node := range w.nodes {
-		if node.Status != api.NodeStatusReady || node.Drain {
-			continue
+	byNode := map[string]member{}
+	for _, m := range w.members(cfg) {
+		switch {
+		case m.marked:
+		case m.notJoined:
+			if len(out) < n {
+				out = append(out, m)
+			}
+		case m.phase == nomadnode.PhaseReady:
+			candidates = append(candidates, m.node.NodeListStub)
+			byNode[m.node.ID] = m
 		}
-		candidates = append(candidates, node.NodeListStub)
-		byID[node.ID] = node
 	}
-	// Newest first: the SDK's create-index selectors assume this order.
-	sort.Slice(candidates, func(i, j int) bool {
-		if candidates[i].CreateIndex != candidates[j].CreateIndex {
-			return candidates[i].CreateIndex > candidates[j].CreateIndex
-		}
-		return candidates[i].ID < candidates[j].ID
-	})
 	for _, u := range w.unmapped {
-		log.Warn("pool node left out of scale-in: its instance id is unknown", "node_id", u.NodeID, "error", u.Err)
+		log.Warn("pool node left out of scale-in", "node_id", u.NodeID, "error", u.Err)
 	}
-	if len(candidates) == 0 {
-		return nil, sdk.NewTargetScalingNoOpError("scale in of %s: no ready node of the pool (%s) runs on the fleet's %d instances",
+	if rest := n - len(out); rest > 0 && len(candidates) > 0 {
+		// Newest first: the SDK's create-index selectors assume this order.
+		sort.Slice(candidates, func(i, j int) bool {
+			if candidates[i].CreateIndex != candidates[j].CreateIndex {
+				return candidates[i].CreateIndex > candidates[j].CreateIndex
+			}
+			return candidates[i].ID < candidates[j].ID
+		})
+		if rest > len(candidates) {
+			log.Warn("fewer removable nodes than requested", "requested", rest, "available", len(candidates))
+			rest = len(candidates)
+		}
+		selector, err := nodeselector.NewSelector(map[string]string{configKeySelectorStrategy: cfg.Selector}, t.nomadAPI, log)
+		if err != nil {
+			return nil, fmt.Errorf("scale in of %s: %w", cfg.FleetID, err)
+		}
+		for _, c := range selector.Select(candidates, rest) {
+			out = append(out, byNode[c.ID])
+		}
+	}
+	if len(out) == 0 {
+		return nil, sdk.NewTargetScalingNoOpError("scale in of %s: no removable instance: no ready node of the pool (%s) runs on the fleet's %d instances",
 			cfg.FleetID, cfg.Pool, len(w.instances))
-	}
-	if n > len(candidates) {
-		log.Warn("fewer removable nodes than requested", "requested", n, "available", len(candidates))
-		n = len(candidates)
-	}
-	selector, err := nodeselector.NewSelector(map[string]string{configKeySelectorStrategy: cfg.Selector}, t.nomadAPI, log)
-	if err != nil {
-		return nil, fmt.Errorf("scale in of %s: %w", cfg.FleetID, err)
-	}
-	chosen := selector.Select(candidates, n)
-	if len(chosen) == 0 {
-		return nil, sdk.NewTargetScalingNoOpError("scale in of %s: node selector %s chose no node among %d", cfg.FleetID, cfg.Selector, len(candidates))
-	}
-	out := make([]nomadnode.Node, 0, len(chosen))
-	for _, c := range chosen {
-		out = append(out, byID[c.ID])
 	}
 	return out, nil
 }
 
-// failure is a node whose removal stopped at some step.
+// failure is an instance whose removal stopped at some step.
 type failure struct {
-	node nomadnode.Node
-	err  error
+	m   member
+	err error
 }
 
-func failAll(nodes []nomadnode.Node, err error) []failure {
-	out := make([]failure, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, failure{node: n, err: err})
-	}
-	return out
-}
-
-// drainAll drains the nodes concurrently and splits them by outcome.
-func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *policyConfig, nodes []nomadnode.Node) ([]nomadnode.Node, []failure) {
+// drainAll drains the victims that have a node, concurrently, and splits
+// them by outcome; victims without a node need no drain. A drain rides out
+// transient Nomad errors until the drain deadline (plus time for the
+// allocations to stop) has passed.
+func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *policyConfig, victims []member) ([]member, []failure) {
 	spec := &api.DrainSpec{Deadline: cfg.DrainDeadline, IgnoreSystemJobs: cfg.IgnoreSystemJobs}
-	// Leave time after a forced drain for the allocations to stop.
+	marks := drainMeta(cfg.FleetID)
 	ctx, cancel := context.WithTimeout(ctx, cfg.DrainDeadline+2*time.Minute)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var drained []nomadnode.Node
+	var done []member
 	var failed []failure
-	for _, n := range nodes {
+	for _, v := range victims {
+		if v.node == nil {
+			log.Info("removing instance that never joined Nomad; nothing to drain", "instance_id", v.inst.ID, "launched", v.inst.LaunchTime)
+			done = append(done, v)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log.Info("draining node", "node_id", n.ID, "instance_id", n.InstanceID, "deadline", cfg.DrainDeadline.String())
-			err := t.nodes.Drain(ctx, n.ID, spec, drainedByMeta)
+			err := t.drain(ctx, log, cfg, v, spec, marks)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failed = append(failed, failure{node: n, err: err})
+				failed = append(failed, failure{m: v, err: err})
 				return
 			}
-			drained = append(drained, n)
+			done = append(done, v)
 		}()
 	}
 	wg.Wait()
-	sort.Slice(drained, func(i, j int) bool { return drained[i].InstanceID < drained[j].InstanceID })
-	return drained, failed
+	sort.Slice(done, func(i, j int) bool { return done[i].inst.ID < done[j].inst.ID })
+	return done, failed
 }
 
-// restore puts nodes back into service after a failed removal: eligible for
-// scheduling again, and their instance no longer marked for scale-in.
-func (t *TargetPlugin) restore(ctx context.Context, log hclog.Logger, failed []failure) {
-	for _, f := range failed {
-		log.Warn("node kept after failed removal; marking it eligible", "node_id", f.node.ID, "instance_id", f.node.InstanceID, "error", f.err)
-		if err := t.nodes.SetEligibility(ctx, f.node.ID, true); err != nil {
-			log.Error("could not mark node eligible again", "node_id", f.node.ID, "error", err)
+func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyConfig, v member, spec *api.DrainSpec, marks map[string]string) error {
+	log = log.With("node_id", v.node.ID, "instance_id", v.inst.ID)
+	log.Info("draining node", "deadline", cfg.DrainDeadline.String())
+	var err error
+	pause := t.drainPoll.Base
+	for attempt := 0; attempt < 4; attempt++ {
+		if err = t.nodes.StartDrain(ctx, v.node.ID, spec, marks); err == nil || !nomadnode.IsTransient(err) {
+			break
 		}
-		if err := t.fleet.Untag(ctx, []string{f.node.InstanceID}, tagScaleIn); err != nil {
-			log.Error("could not remove the scale-in mark from the instance", "instance_id", f.node.InstanceID, "error", err)
+		log.Warn("starting the drain failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
+	if err != nil {
+		return err
+	}
+	return nomadnode.WaitDrained(ctx, t.nodes, v.node.ID, nomadnode.WaitOptions{
+		Marks: marks, IgnoreSystemJobs: cfg.IgnoreSystemJobs, Poll: t.drainPoll,
+		OnTransient: func(err error) {
+			log.Warn("drain monitor: Nomad did not answer; still waiting for the drain", "error", err)
+		},
+	})
+}
+
+// abandon puts nodes back into service after a removal was given up. The
+// mark is first changed to "abandoned" (so a restart never finishes the
+// removal), then the plugin's drain is cancelled and the node marked eligible
+// in one call, and only then is the mark removed. A node drained or
+// cordoned by someone else is left as it is.
+func (t *TargetPlugin) abandon(ctx context.Context, log hclog.Logger, cfg *policyConfig, failed []failure) {
+	for _, f := range failed {
+		id := f.m.inst.ID
+		log.Warn("removal abandoned; putting the node back into service", "instance_id", id, "error", f.err)
+		if err := t.fleet.Tag(ctx, []string{id}, map[string]string{tagScaleIn: abandonedPrefix + " at=" + t.now().UTC().Format(time.RFC3339)}); err != nil {
+			log.Error("could not mark the removal abandoned on the instance", "instance_id", id, "error", err)
+			continue
+		}
+		if err := t.release(ctx, cfg, f.m); err != nil {
+			log.Error("could not put the node back into service; will retry", "instance_id", id, "error", err)
+			continue
+		}
+		if err := t.fleet.Untag(ctx, []string{id}, tagScaleIn); err != nil {
+			log.Error("could not remove the scale-in mark from the instance", "instance_id", id, "error", err)
 		}
 	}
 }
 
-func instanceIDs(nodes []nomadnode.Node) []string {
-	out := make([]string, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, n.InstanceID)
+// release cancels the plugin's drain of the member's node and marks it
+// eligible in one call, unless the node's drain or cordon is someone else's.
+func (t *TargetPlugin) release(ctx context.Context, cfg *policyConfig, m member) error {
+	if m.node == nil {
+		return nil
+	}
+	n, err := t.nodes.NodeInfo(ctx, m.node.ID)
+	if err != nil {
+		return err
+	}
+	if !nomadnode.DrainedBy(n.LastDrain, drainMeta(cfg.FleetID)) {
+		return nil // never drained by us: eligible already, or someone else's cordon
+	}
+	if n.DrainStrategy == nil && n.SchedulingEligibility == api.NodeSchedulingEligible {
+		return nil
+	}
+	return t.nodes.CancelDrain(ctx, m.node.ID, drainMeta(cfg.FleetID))
+}
+
+func memberIDs(ms []member) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.inst.ID)
 	}
 	return out
 }
@@ -212,7 +367,7 @@ func instanceIDs(nodes []nomadnode.Node) []string {
 func failureIDs(fs []failure) []string {
 	out := make([]string, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, f.node.InstanceID)
+		out = append(out, f.m.inst.ID)
 	}
 	return out
 }
@@ -220,7 +375,11 @@ func failureIDs(fs []failure) []string {
 func joinFailures(fs []failure) error {
 	errs := make([]error, 0, len(fs))
 	for _, f := range fs {
-		errs = append(errs, fmt.Errorf("node %s (instance %s): %w", f.node.ID, f.node.InstanceID, f.err))
+		node := "no node"
+		if f.m.node != nil {
+			node = "node " + f.m.node.ID
+		}
+		errs = append(errs, fmt.Errorf("instance %s (%s): %w", f.m.inst.ID, node, f.err))
 	}
 	return errors.Join(errs...)
 }

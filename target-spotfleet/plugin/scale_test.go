@@ -38,16 +38,6 @@ func TestScaleOutRaisesCapacityWithoutTermination(t *testing.T) {
 	require.Equal(t, formatEventTime(r.now), st.Meta[sdk.TargetStatusMetaKeyLastEvent])
 }
 
-func TestScaleOutReportsMissingCapacity(t *testing.T) {
-	r := newRig(t, ec2fake.Fleet{TargetCapacity: 1})
-	r.ec2.Unavailable = true
-
-	err := r.plugin.Scale(action(3), r.config)
-
-	require.ErrorContains(t, err, "1 of 3 instances running")
-	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID), "the request stays raised so EC2 keeps trying")
-}
-
 func TestScaleIn(t *testing.T) {
 	terminateRefused := ec2fake.APIError("UnauthorizedOperation")
 	cases := []struct {
@@ -70,7 +60,7 @@ func TestScaleIn(t *testing.T) {
 			setup: func(r *rig, ids []string) {
 				r.nomad.drainErr[r.nodeOf[ids[0]]] = errors.New("drain deadline monitor failed")
 			},
-			from: 4, to: 2, wantRemoved: []int{1}, wantTarget: 3, wantErr: "1 of 2 nodes removed", wantEligibleOf: []int{0, 2, 3},
+			from: 4, to: 2, wantRemoved: []int{1}, wantTarget: 3, wantErr: "1 of 2 instances removed", wantEligibleOf: []int{0, 2, 3},
 		},
 		{
 			name: "a refused termination restores capacity and eligibility",
@@ -92,7 +82,7 @@ func TestScaleIn(t *testing.T) {
 			setup: func(r *rig, ids []string) {
 				r.ec2.FailNext("ModifySpotFleetRequest", 10, ec2fake.APIError("UnauthorizedOperation"))
 			},
-			from: 3, to: 1, wantRemoved: nil, wantTarget: 3, wantErr: "lowering target capacity", wantEligibleOf: []int{0, 1, 2},
+			from: 3, to: 1, wantRemoved: nil, wantTarget: 3, wantErr: "not draining anything", wantEligibleOf: []int{0, 1, 2},
 		},
 		{
 			name: "nodes of other fleets in the same pool are never chosen",
@@ -170,7 +160,10 @@ func TestScaleInRecordsIntentBeforeDraining(t *testing.T) {
 	err := r.plugin.Scale(action(1), r.config)
 
 	require.ErrorContains(t, err, "no node could be drained")
-	require.Empty(t, r.ec2.Calls("ModifySpotFleetRequest"))
+	require.Equal(t, 2, r.ec2.TargetCapacity(r.fleetID), "the capacity is not changed")
+	for _, c := range r.ec2.Calls("ModifySpotFleetRequest") {
+		require.EqualValues(t, 2, *c.Input.(*ec2.ModifySpotFleetRequestInput).TargetCapacity, "only the no-op permission check")
+	}
 	tags := r.ec2.Calls("CreateTags")
 	require.NotEmpty(t, tags)
 	first := tags[0].Input.(*ec2.CreateTagsInput)
@@ -268,7 +261,13 @@ func TestScaleInStepsHappenInOrder(t *testing.T) {
 	require.True(t, seen[0].running, "the node is drained while its instance still runs")
 	require.True(t, seen[0].marked, "the intent is recorded before the drain")
 	calls := r.ec2.Calls("")
-	modify := slices.IndexFunc(calls, func(c ec2fake.Call) bool { return c.Op == "ModifySpotFleetRequest" })
+	// The last modify is the capacity change (the first checks permission).
+	modify := -1
+	for i, c := range calls {
+		if c.Op == "ModifySpotFleetRequest" {
+			modify = i
+		}
+	}
 	terminate := slices.IndexFunc(calls, func(c ec2fake.Call) bool { return c.Op == "TerminateInstances" })
 	require.Greater(t, modify, seen[0].calls-1, "the capacity is lowered after the drain")
 	require.Greater(t, terminate, modify, "instances are terminated after the capacity is lowered")

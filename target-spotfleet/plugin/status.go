@@ -3,63 +3,132 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad-autoscaler/sdk"
-	"github.com/hashicorp/nomad/api"
 )
 
 // Meta keys the plugin adds to its status, beside the SDK's last-event key.
 const (
 	metaState         = "spot_fleet.state"
+	metaTarget        = "spot_fleet.target_capacity"
 	metaRunning       = "spot_fleet.running_instances"
 	metaReadyNodes    = "spot_fleet.ready_nodes"
+	metaPhases        = "spot_fleet.phases"
 	metaFamilies      = "spot_fleet.instance_families"
+	metaShortage      = "spot_fleet.shortage"
+	metaNotJoined     = "spot_fleet.not_joined"
+	metaUnmapped      = "spot_fleet.unmapped_nodes"
 	metaNotReadyCause = "spot_fleet.not_ready_because"
 )
 
-func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policyConfig) (*sdk.TargetStatus, error) {
-	w, err := t.observe(ctx, cfg)
+func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState) (*sdk.TargetStatus, error) {
+	w, err := t.observe(ctx, cfg, fs)
 	if err != nil {
 		return nil, err
 	}
 	if err := w.check(cfg); err != nil {
 		return nil, err
 	}
+	var pending []string
 	if w.req.Modifiable() {
-		if err := t.reconcile(ctx, log, cfg, w); err != nil {
+		if w, pending, err = t.reconcile(ctx, log, cfg, fs, w); err != nil {
 			return nil, err
 		}
 	}
-	reasons := w.notReadyReasons(cfg, t.now())
-	if why := t.restartCooldown(cfg, w, t.now()); why != "" {
+	st := t.statusOf(log, cfg, fs, w, pending)
+	fs.mu.Lock()
+	fs.lastStatus = st
+	fs.mu.Unlock()
+	return st, nil
+}
+
+// statusOf turns an observation into the agent's status.
+//
+// Count is the fleet's TargetCapacity, except during a capacity shortage:
+// when fewer instances run than the target for longer than launch_timeout,
+// Count is the number of running instances, so the strategy multiplies only
+// capacity that exists. Nodes that join, drain or are cordoned never make the
+// fleet not ready; it is not ready only while the request cannot be changed
+// (not active), while a scale-in of an earlier run is unfinished, and during
+// the restart cooldown.
+func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, pending []string) *sdk.TargetStatus {
+	now := t.now()
+	ms := w.members(cfg)
+	var reasons []string
+	if !w.req.Modifiable() {
+		reasons = append(reasons, fmt.Sprintf("fleet request is %s", w.req.State))
+	}
+	reasons = append(reasons, pending...)
+	if why := t.restartCooldown(cfg, fs, w, now); why != "" {
 		reasons = append(reasons, why)
 	}
-	st := &sdk.TargetStatus{
-		Ready: len(reasons) == 0,
-		Count: int64(w.req.TargetCapacity),
-		Meta: map[string]string{
-			metaState:      string(w.req.State),
-			metaRunning:    strconv.Itoa(len(w.instances)),
-			metaReadyNodes: strconv.Itoa(w.readyNodes()),
-			metaFamilies:   strings.Join(w.families, ","),
-		},
+
+	running, target := len(w.instances), w.req.TargetCapacity
+	count := target
+	meta := map[string]string{
+		metaState:      string(w.req.State),
+		metaTarget:     strconv.Itoa(target),
+		metaRunning:    strconv.Itoa(running),
+		metaReadyNodes: strconv.Itoa(readyNodes(ms)),
+		metaPhases:     phases(ms),
+		metaFamilies:   strings.Join(w.families, ","),
 	}
+	var notes []string
+	if since := fs.noteShortage(running < target, now); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
+		count = running
+		meta[metaShortage] = fmt.Sprintf("%d of %d instances running for %s (more than %s=%s): counting the %d running",
+			running, target, now.Sub(since).Round(time.Second), configKeyLaunchTimeout, cfg.LaunchTimeout, running)
+		notes = append(notes, "capacity shortage: "+meta[metaShortage])
+	}
+	var notJoined []string
+	for _, m := range ms {
+		if m.notJoined {
+			notJoined = append(notJoined, m.inst.ID)
+		}
+	}
+	if len(notJoined) > 0 {
+		meta[metaNotJoined] = strings.Join(notJoined, ",")
+		notes = append(notes, fmt.Sprintf("instances running for more than %s=%s without a Nomad node (removed first on scale-in): %s",
+			configKeyJoinTimeout, cfg.JoinTimeout, meta[metaNotJoined]))
+	}
+	if len(w.unmapped) > 0 {
+		var parts []string
+		for _, u := range w.unmapped {
+			parts = append(parts, fmt.Sprintf("%s: %v", u.NodeID, u.Err))
+		}
+		meta[metaUnmapped] = strings.Join(parts, "; ")
+		notes = append(notes, "pool nodes left alone: "+meta[metaUnmapped])
+	}
+	st := &sdk.TargetStatus{Ready: len(reasons) == 0, Count: int64(count), Meta: meta}
 	if !w.lastEvent.IsZero() {
-		st.Meta[sdk.TargetStatusMetaKeyLastEvent] = formatEventTime(w.lastEvent)
+		meta[sdk.TargetStatusMetaKeyLastEvent] = formatEventTime(w.lastEvent)
 	}
 	if len(reasons) > 0 {
-		st.Meta[metaNotReadyCause] = strings.Join(reasons, "; ")
-		log.Info("fleet not ready for scaling", "target_capacity", w.req.TargetCapacity,
-			"running", len(w.instances), "ready_nodes", w.readyNodes(), "because", st.Meta[metaNotReadyCause])
-	} else {
-		log.Debug("fleet ready", "target_capacity", w.req.TargetCapacity, "running", len(w.instances), "ready_nodes", w.readyNodes())
+		meta[metaNotReadyCause] = strings.Join(reasons, "; ")
+		notes = append(notes, "not ready: "+meta[metaNotReadyCause])
 	}
-	return st, nil
+
+	// One line per change of state, at info (warning for problems);
+	// unchanged states are logged at debug only.
+	args := []any{"count", count, "target_capacity", target, "running", running, "ready_nodes", readyNodes(ms), "phases", meta[metaPhases]}
+	note := strings.Join(notes, "; ")
+	fs.mu.Lock()
+	changed := note != fs.lastNote
+	fs.lastNote = note
+	fs.mu.Unlock()
+	switch {
+	case note != "" && changed:
+		log.Warn("fleet status: "+note, args...)
+	case note == "" && changed:
+		log.Info("fleet status: ready", args...)
+	default:
+		log.Debug("fleet status", append(args, "notes", note)...)
+	}
+	return st
 }
 
 // restartCooldown keeps the fleet not ready for restart_cooldown after a
@@ -67,8 +136,8 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 // nomad_autoscaler.last_event after a restart but leaves that cooldown at its
 // first evaluation (policy/handler.go sets the cooldown state without its end
 // time), so without this guard a restarted agent would scale again at once.
-func (t *TargetPlugin) restartCooldown(cfg *policyConfig, w *world, now time.Time) string {
-	if cfg.RestartCooldown <= 0 || w.lastEvent.IsZero() || t.isOwnEvent(cfg.FleetID, w.lastEvent) {
+func (t *TargetPlugin) restartCooldown(cfg *policyConfig, fs *fleetState, w *world, now time.Time) string {
+	if cfg.RestartCooldown <= 0 || w.lastEvent.IsZero() || fs.isOwnEvent(w.lastEvent) {
 		return ""
 	}
 	if age := now.Sub(w.lastEvent); age < cfg.RestartCooldown {
@@ -76,38 +145,4 @@ func (t *TargetPlugin) restartCooldown(cfg *policyConfig, w *world, now time.Tim
 			age.Round(time.Second), configKeyRestartCooldown, cfg.RestartCooldown)
 	}
 	return ""
-}
-
-// notReadyReasons lists why the fleet must not be scaled now: it is being
-// modified, a scale-in or node join is in progress, or launched capacity has
-// not arrived yet (within the launch and join timeouts, after which the plugin
-// stops waiting so that a lasting shortage does not freeze the policy).
-func (w *world) notReadyReasons(cfg *policyConfig, now time.Time) []string {
-	var out []string
-	if !w.req.Modifiable() {
-		out = append(out, fmt.Sprintf("fleet request is %s", w.req.State))
-	}
-	ids := make([]string, 0, len(w.nodes))
-	for id := range w.nodes {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		n := w.nodes[id]
-		switch {
-		case n.Drain:
-			out = append(out, fmt.Sprintf("node %s (%s) is draining", n.ID, id))
-		case n.Status == api.NodeStatusInit:
-			out = append(out, fmt.Sprintf("node %s (%s) is initializing", n.ID, id))
-		}
-	}
-	if len(w.instances) < w.req.TargetCapacity && now.Sub(w.lastEvent) < cfg.LaunchTimeout {
-		out = append(out, fmt.Sprintf("%d of %d instances running", len(w.instances), w.req.TargetCapacity))
-	}
-	for _, in := range w.instances {
-		if _, ok := w.nodes[in.ID]; !ok && now.Sub(in.LaunchTime) < cfg.JoinTimeout {
-			out = append(out, fmt.Sprintf("instance %s has not joined Nomad yet", in.ID))
-		}
-	}
-	return out
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,10 +22,11 @@ func TestStatus(t *testing.T) {
 		wantReady  bool
 		wantCount  int64
 		wantReason string
+		wantMeta   map[string]string
 		// fresh makes the instances young, so a missing node is still joining.
 		fresh bool
 	}{
-		{name: "steady fleet is ready", wantReady: true, wantCount: 3},
+		{name: "steady fleet is ready", wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "ready=3"}},
 		{
 			name:      "fleet being modified is not ready",
 			setup:     func(r *rig, _ []string) { r.ec2.SetFleetState(r.fleetID, types.BatchStateModifying) },
@@ -36,44 +38,62 @@ func TestStatus(t *testing.T) {
 			wantCount: 3, wantReason: "fleet request is cancelled_running",
 		},
 		{
-			name: "draining node is not ready",
+			name: "an operator's drain does not freeze scaling",
 			setup: func(r *rig, ids []string) {
-				r.nomad.update(r.nodeOf[ids[1]], func(n *api.Node) { n.DrainStrategy = &api.DrainStrategy{} })
+				r.nomad.update(r.nodeOf[ids[1]], func(n *api.Node) {
+					n.DrainStrategy = &api.DrainStrategy{}
+					n.SchedulingEligibility = api.NodeSchedulingIneligible
+				})
 			},
-			wantCount: 3, wantReason: "is draining",
+			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "draining=1,ready=2", metaReadyNodes: "2"},
 		},
 		{
-			name: "initializing node is not ready",
+			name: "an initializing node does not freeze scaling",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[0]], func(n *api.Node) { n.Status = api.NodeStatusInit })
 			},
-			wantCount: 3, wantReason: "is initializing",
+			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
 		},
 		{
-			name: "new instance that has not joined Nomad is not ready",
+			name: "a new instance that has not joined Nomad yet counts as coming",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[2]], func(n *api.Node) { n.Status = api.NodeStatusDown })
 			},
-			wantCount: 3, wantReason: "has not joined Nomad yet", fresh: true,
+			wantReady: true, wantCount: 3, fresh: true, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
 		},
 		{
-			name: "missing capacity right after a scaling event is not ready",
+			name: "an instance that never joined is reported",
 			setup: func(r *rig, ids []string) {
-				r.ec2.NoRefill = true
-				r.ec2.Kill(ids[0])
-				r.plugin.recordEvent(t.Context(), r.plugin.logger, r.fleetID)
+				r.nomad.update(r.nodeOf[ids[2]], func(n *api.Node) { n.Status = api.NodeStatusDown })
 			},
-			wantCount: 3, wantReason: "2 of 3 instances running",
+			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "not_joined=1,ready=2", metaNotJoined: "$2"},
 		},
 		{
-			name: "missing capacity long after the last event does not freeze scaling",
+			name: "missing capacity within launch_timeout counts as coming and does not freeze scaling",
 			setup: func(r *rig, ids []string) {
 				r.ec2.NoRefill = true
 				r.ec2.Kill(ids[0])
-				r.plugin.recordEvent(t.Context(), r.plugin.logger, r.fleetID)
-				r.now = r.now.Add(time.Hour)
 			},
 			wantReady: true, wantCount: 3,
+		},
+		{
+			name: "missing capacity beyond launch_timeout is a shortage: only running instances count",
+			setup: func(r *rig, ids []string) {
+				r.ec2.NoRefill = true
+				r.ec2.Kill(ids[0])
+				_, err := r.plugin.Status(r.config)
+				require.NoError(t, err)
+				r.now = r.now.Add(2 * time.Second) // launch_timeout is 1s
+			},
+			wantReady: true, wantCount: 2, wantMeta: map[string]string{metaShortage: "2 of 3 instances running for 2s (more than launch_timeout=1s): counting the 2 running"},
+		},
+		{
+			name: "two nodes claiming one instance are reported and left alone",
+			setup: func(r *rig, ids []string) {
+				r.nomad.addNode(ids[0]+"-twin", "spot")
+				r.nomad.update("node-"+ids[0]+"-twin", func(n *api.Node) { n.Meta["ec2_instance_id"] = ids[0] })
+			},
+			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaReadyNodes: "2", metaPhases: "joining=1,ready=2"},
 		},
 	}
 	for _, tc := range cases {
@@ -82,9 +102,8 @@ func TestStatus(t *testing.T) {
 			ids := r.ec2.Running(r.fleetID)
 			sort.Strings(ids)
 			// The instances were launched long ago unless a case says otherwise.
-			r.now = r.now.Add(time.Hour)
-			if tc.fresh {
-				r.now = time.Now()
+			if !tc.fresh {
+				r.now = r.now.Add(time.Hour)
 			}
 			if tc.setup != nil {
 				tc.setup(r, ids)
@@ -98,9 +117,25 @@ func TestStatus(t *testing.T) {
 			if tc.wantReason != "" {
 				require.Contains(t, st.Meta[metaNotReadyCause], tc.wantReason)
 			}
+			for k, v := range tc.wantMeta {
+				if strings.HasPrefix(v, "$") { // an instance, by index
+					i, _ := strconv.Atoi(v[1:])
+					v = ids[i]
+				}
+				require.Equal(t, v, st.Meta[k], "meta %s", k)
+			}
 			require.Equal(t, "c5,m5", st.Meta[metaFamilies])
 		})
 	}
+}
+
+func TestStatusRefusesRequestTypeFleet(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2, Type: types.FleetTypeRequest})
+
+	_, err := r.plugin.Status(r.config)
+
+	require.ErrorContains(t, err, `is of type "request": EC2 changes the target capacity of maintain fleets only`)
+	require.Empty(t, r.ec2.Calls("ModifySpotFleetRequest"))
 }
 
 func TestStatusLastEventSurvivesRestart(t *testing.T) {
@@ -141,47 +176,4 @@ func TestStatusRejectsBadConfig(t *testing.T) {
 	_, err := r.plugin.Status(r.with(configKeyFleetID, ""))
 	require.ErrorContains(t, err, "spot_fleet_request_id is required")
 	require.Empty(t, r.ec2.Calls(""), "bad config makes no AWS call")
-}
-
-func TestReconcileInterruptedScaleIn(t *testing.T) {
-	cases := []struct {
-		name string
-		// lowered says whether the interrupted run had lowered the target.
-		lowered      bool
-		wantRunning  int
-		wantEligible bool
-	}{
-		{name: "capacity already lowered: the drained instance is terminated", lowered: true, wantRunning: 2},
-		{name: "capacity not lowered yet: the node goes back into service", lowered: false, wantRunning: 3, wantEligible: true},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
-			ids := r.ec2.Running(r.fleetID)
-			sort.Strings(ids)
-			victim := ids[0]
-			r.ec2.SetInstanceTag(victim, tagScaleIn, "2026-01-01T00:00:00Z")
-			r.nomad.update(r.nodeOf[victim], func(n *api.Node) { n.SchedulingEligibility = api.NodeSchedulingIneligible })
-			if tc.lowered {
-				require.NoError(t, r.plugin.fleet.SetTargetCapacity(t.Context(), r.fleetID, 2))
-			}
-
-			st, err := r.plugin.Status(r.config)
-			require.NoError(t, err)
-
-			require.Len(t, r.ec2.Running(r.fleetID), tc.wantRunning)
-			require.EqualValues(t, tc.wantRunning, st.Count)
-			if tc.wantEligible {
-				require.Equal(t, api.NodeSchedulingEligible, r.nomad.node(r.nodeOf[victim]).SchedulingEligibility)
-				require.NotContains(t, r.ec2.InstanceTags(victim), tagScaleIn)
-			} else {
-				require.NotContains(t, r.ec2.Running(r.fleetID), victim)
-			}
-			// Running it again changes nothing.
-			calls := len(r.ec2.Calls("TerminateInstances"))
-			_, err = r.plugin.Status(r.config)
-			require.NoError(t, err)
-			require.Len(t, r.ec2.Calls("TerminateInstances"), calls)
-		})
-	}
 }

@@ -1,0 +1,146 @@
+package plugin
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/nomad-autoscaler/sdk"
+)
+
+// observationMaxAge is how long an observation made by Status may be reused by
+// the Scale that follows it in the same evaluation.
+const observationMaxAge = 15 * time.Second
+
+// fleetState is everything the plugin keeps about one fleet between calls.
+type fleetState struct {
+	id string
+
+	// op serialises the actions on the fleet: Scale, and the reconciliation
+	// that Status runs. Status never waits for it: while a Scale holds it,
+	// Status answers "scale action in progress" at once.
+	op sync.Mutex
+
+	mu sync.Mutex
+	// action describes the Scale in progress, "" when none.
+	action      string
+	actionSince time.Time
+	// inFlight holds the instances the Scale in progress is removing.
+	inFlight map[string]bool
+	// ownEvent is the time of the last scaling action this process made;
+	// older events were made before an agent restart.
+	ownEvent time.Time
+	// restoredEvent is the last-event time read from the fleet request's tag
+	// at the first observation (eventKnown), made by an earlier process.
+	restoredEvent time.Time
+	eventKnown    bool
+	// shortSince is when the fleet was first seen running fewer instances
+	// than its target capacity, zero while it is not short.
+	shortSince time.Time
+	// last is the latest observation, reused by a Scale right after Status.
+	last *world
+	// lastStatus is the latest status, returned (not ready) during a Scale.
+	lastStatus *sdk.TargetStatus
+	// lastNote is the last status summary logged at info level, so that an
+	// unchanged state is not logged again at every evaluation.
+	lastNote string
+}
+
+// state returns the fleet's state, creating it on first use.
+func (t *TargetPlugin) state(id string) *fleetState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fs, ok := t.fleets[id]
+	if !ok {
+		fs = &fleetState{id: id, inFlight: map[string]bool{}}
+		t.fleets[id] = fs
+	}
+	return fs
+}
+
+// begin records the Scale that now holds op.
+func (fs *fleetState) begin(what string, now time.Time) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.action, fs.actionSince = what, now
+}
+
+// end clears the Scale in progress and the observation it may have outdated.
+func (fs *fleetState) end() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.action = ""
+	fs.last = nil
+}
+
+// busyStatus is the answer to Status while a Scale runs: the last count, not
+// ready, and what is in progress.
+func (fs *fleetState) busyStatus(now time.Time) *sdk.TargetStatus {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	st := &sdk.TargetStatus{Ready: false, Meta: map[string]string{}}
+	switch {
+	case fs.lastStatus != nil:
+		st.Count = fs.lastStatus.Count
+		for k, v := range fs.lastStatus.Meta {
+			st.Meta[k] = v
+		}
+	case fs.last != nil:
+		st.Count = int64(fs.last.req.TargetCapacity)
+	}
+	what := fs.action
+	if what == "" {
+		what = "reconciliation"
+	}
+	st.Meta[metaNotReadyCause] = fmt.Sprintf("scale action in progress: %s for %s", what, now.Sub(fs.actionSince).Round(time.Second))
+	return st
+}
+
+// recent returns the last observation if it is younger than maxAge.
+func (fs *fleetState) recent(now time.Time) *world {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.last != nil && now.Sub(fs.last.at) < observationMaxAge {
+		return fs.last
+	}
+	return nil
+}
+
+func (fs *fleetState) setInFlight(ids []string, on bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for _, id := range ids {
+		if on {
+			fs.inFlight[id] = true
+		} else {
+			delete(fs.inFlight, id)
+		}
+	}
+}
+
+func (fs *fleetState) isInFlight(id string) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.inFlight[id]
+}
+
+// isOwnEvent reports whether this process made the fleet's last scaling event.
+func (fs *fleetState) isOwnEvent(at time.Time) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return !fs.ownEvent.IsZero() && !at.After(fs.ownEvent)
+}
+
+// noteShortage tracks since when the fleet runs fewer instances than its
+// target and returns that time (zero when it is not short).
+func (fs *fleetState) noteShortage(short bool, now time.Time) time.Time {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	switch {
+	case !short:
+		fs.shortSince = time.Time{}
+	case fs.shortSince.IsZero():
+		fs.shortSince = now
+	}
+	return fs.shortSince
+}
