@@ -168,11 +168,15 @@ func (w *world) isUnmapped(instanceID string) bool {
 	return false
 }
 
-// live counts the running instances that no scale-in has chosen.
-func (w *world) live() int {
+// serving counts the instances that serve or are about to: not chosen by a
+// scale-in, and ready, joining, or never joined (those are removed first).
+// Nodes that drain, are cordoned or are down (an operator's maintenance, an
+// interruption) are capacity that is going: they are not counted, so a
+// scale-in never leaves fewer serving nodes than desired because of them.
+func serving(ms []member) int {
 	n := 0
-	for _, in := range w.instances {
-		if _, marked := in.Tags[tagScaleIn]; !marked {
+	for _, m := range ms {
+		if !m.marked && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
 			n++
 		}
 	}

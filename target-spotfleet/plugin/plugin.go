@@ -46,6 +46,11 @@ type TargetPlugin struct {
 	now func() time.Time
 	// pollInterval is the first pause of the scale-out wait; it doubles.
 	pollInterval time.Duration
+	// launchConfirm bounds how long a scale-out waits to see the new
+	// instances launched (at most launch_timeout); capacity that takes
+	// longer is reported by the status as a shortage once launch_timeout
+	// has passed, so the policy is never held for all of it.
+	launchConfirm time.Duration
 	// drainPoll is how often a drain's progress is read.
 	drainPoll nomadnode.Backoff
 	// capacityRetry is how long a capacity change after a drain is retried
@@ -63,6 +68,7 @@ func New(logger hclog.Logger) *TargetPlugin {
 		mapper:        nomadnode.NewMapper(),
 		now:           time.Now,
 		pollInterval:  time.Second,
+		launchConfirm: 30 * time.Second,
 		drainPoll:     nomadnode.Backoff{Base: time.Second, Max: 10 * time.Second},
 		capacityRetry: 2 * time.Minute,
 		fleets:        map[string]*fleetState{},

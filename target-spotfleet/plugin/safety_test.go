@@ -228,11 +228,15 @@ func TestOperatorCordonedNodesAreNeverChosen(t *testing.T) {
 	// The selector picks the oldest; the operator has cordoned it.
 	r.nomad.update(r.nodeOf[ids[0]], func(n *api.Node) { n.SchedulingEligibility = api.NodeSchedulingIneligible })
 
+	// Two nodes serve: desiring 2 removes none of them.
 	require.NoError(t, r.plugin.Scale(action(2), r.config))
+	require.Len(t, r.ec2.Running(r.fleetID), 3)
+	require.Empty(t, r.nomad.drainedNodes())
 
-	require.Contains(t, r.ec2.Running(r.fleetID), ids[0])
-	require.NotContains(t, r.ec2.Running(r.fleetID), ids[1])
+	require.NoError(t, r.plugin.Scale(action(1), r.config))
+	require.Equal(t, []string{ids[0], ids[2]}, r.ec2.Running(r.fleetID), "one serving node goes, the cordoned one is not chosen")
 	require.Equal(t, api.NodeSchedulingIneligible, r.nomad.node(r.nodeOf[ids[0]]).SchedulingEligibility, "the operator's cordon stays")
+	require.Equal(t, api.NodeSchedulingEligible, r.nomad.node(r.nodeOf[ids[2]]).SchedulingEligibility, "one node still serves")
 }
 
 func TestStatusAnswersWhileScaleRuns(t *testing.T) {
@@ -290,10 +294,16 @@ func TestScaleOutWhileAnotherNodeDrains(t *testing.T) {
 	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
 	r.joinNewInstances()
 
-	// And in: the draining node is not chosen, a ready one goes.
-	require.NoError(t, r.plugin.Scale(action(2), r.config))
-	require.Contains(t, r.ec2.Running(r.fleetID), ids[0])
-	require.Len(t, r.ec2.Running(r.fleetID), 2)
+	// And in: the draining node is not chosen and does not count as
+	// serving, so desiring one node keeps one that serves.
+	require.NoError(t, r.plugin.Scale(action(1), r.config))
+	running := r.ec2.Running(r.fleetID)
+	require.Contains(t, running, ids[0])
+	require.Len(t, running, 2)
+	require.Len(t, r.nomad.drainedNodes(), 1)
+	st, err = r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.Equal(t, "1", st.Meta[metaReadyNodes])
 }
 
 func TestScaleInKeepsACapacityChangeMadeDuringTheDrain(t *testing.T) {

@@ -13,11 +13,6 @@ import (
 // Fleet request.
 const maxTargetCapacity = 10000
 
-// scaleOutConfirm bounds how long a scale-out waits to see the new instances
-// launched; capacity that takes longer is reported by the status as a
-// shortage once launch_timeout has passed, so the policy is not held.
-const scaleOutConfirm = 30 * time.Second
-
 // scale brings the fleet to action.Count, which becomes the new target
 // capacity. Scale-in removes only instances that run: max(0, running -
 // desired) of them; when no more run than desired (a capacity shortage), it
@@ -82,7 +77,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 	running := t.waitLaunched(ctx, cfg, after)
 	if running < after {
 		log.Warn("scaled out: target capacity raised, capacity still launching", "target_capacity", after, "read_before_change", before,
-			"running", running, "waited", min(cfg.LaunchTimeout, scaleOutConfirm).String(),
+			"running", running, "waited", min(cfg.LaunchTimeout, t.launchConfirm).String(),
 			"note", fmt.Sprintf("if it does not come within %s=%s the status reports a shortage and counts only running instances", configKeyLaunchTimeout, cfg.LaunchTimeout),
 			"reason", action.Reason)
 		return nil
@@ -92,10 +87,10 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 }
 
 // waitLaunched polls the fleet, with a doubling pause, until at least want
-// instances are pending or running, or min(launch_timeout, scaleOutConfirm)
+// instances are pending or running, or min(launch_timeout, launchConfirm)
 // has passed. It returns the last count seen.
 func (t *TargetPlugin) waitLaunched(ctx context.Context, cfg *policyConfig, want int) int {
-	ctx, cancel := context.WithTimeout(ctx, min(cfg.LaunchTimeout, scaleOutConfirm))
+	ctx, cancel := context.WithTimeout(ctx, min(cfg.LaunchTimeout, t.launchConfirm))
 	defer cancel()
 	running := 0
 	pause := t.pollInterval

@@ -49,7 +49,8 @@ func markTarget(v string) int {
 }
 
 // scaleIn lowers the target capacity to action.Count and removes
-// max(0, running - desired) instances, the safe way: instances that never
+// max(0, serving - desired) instances (see serving: draining, cordoned and
+// down nodes are not counted), the safe way: instances that never
 // joined Nomad first (nothing to drain), then nodes chosen by the policy's
 // selector among this fleet's ready nodes. Before anything is drained it
 // checks that the fleet can be changed; it records the intent on the
@@ -59,7 +60,7 @@ func markTarget(v string) int {
 // instances. A node whose drain fails goes back into service.
 func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
 	from, to := w.req.TargetCapacity, int(action.Count)
-	live := w.live()
+	live := serving(w.members(cfg))
 	n := max(0, live-to)
 	log = log.With("action", "scale_in", "from", from, "to", to, "running", len(w.instances))
 
@@ -76,7 +77,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		}
 		t.recordEvent(ctx, log, fs)
 		log.Info("scaled in: lowered target capacity only; no running node removed",
-			"target_capacity", after, "why", fmt.Sprintf("%d instances run, not more than the %d desired", live, to), "reason", action.Reason)
+			"target_capacity", after, "why", fmt.Sprintf("%d instances serve, not more than the %d desired", live, to), "reason", action.Reason)
 		return nil
 	}
 
