@@ -73,7 +73,7 @@ func TestSampleConfigsWork(t *testing.T) {
 		t.Fatalf("starting the agent with the sample policy: %v", err)
 	}
 	for _, re := range []*regexp.Regexp{
-		regexp.MustCompile(`target-spotfleet: fleet ready`),
+		regexp.MustCompile(`target-spotfleet: fleet status: ready`),
 		regexp.MustCompile(`strategy-cpu-target: (hold|scale)`),
 	} {
 		wctx, wcancel := context.WithTimeout(ctx, 90*time.Second)

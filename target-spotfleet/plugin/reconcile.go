@@ -118,7 +118,9 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 			newTarget = planned
 		}
 		newTarget = max(newTarget, 0)
-		if err := t.changeCapacityPatiently(ctx, log, cfg, newTarget-target); err != nil {
+		// One attempt (the client retries transient errors briefly): a
+		// status must answer in seconds, and the next one tries again.
+		if _, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, newTarget-target); err != nil {
 			log.Error("could not lower target capacity to finish an interrupted scale-in; the drained nodes stay cordoned", "instances", memberIDs(ms), "error", err)
 			return fmt.Sprintf("finishing scale-in of %v: lowering target capacity to %d failed: %v", memberIDs(ms), newTarget, err)
 		}

@@ -43,7 +43,8 @@ type fleetState struct {
 	lastStatus *sdk.TargetStatus
 	// lastNote is the last status summary logged at info level, so that an
 	// unchanged state is not logged again at every evaluation.
-	lastNote string
+	lastNote      string
+	lastNoteEmpty bool
 }
 
 // state returns the fleet's state, creating it on first use.

@@ -77,12 +77,15 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 		metaPhases:     phases(ms),
 		metaFamilies:   strings.Join(w.families, ","),
 	}
-	var notes []string
+	// notes are logged; stable is what they say without durations, so that
+	// an unchanged state is logged once.
+	var notes, stable []string
 	if since := fs.noteShortage(running < target, now); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
 		count = running
 		meta[metaShortage] = fmt.Sprintf("%d of %d instances running for %s (more than %s=%s): counting the %d running",
 			running, target, now.Sub(since).Round(time.Second), configKeyLaunchTimeout, cfg.LaunchTimeout, running)
 		notes = append(notes, "capacity shortage: "+meta[metaShortage])
+		stable = append(stable, fmt.Sprintf("shortage %d/%d", running, target))
 	}
 	var notJoined []string
 	for _, m := range ms {
@@ -94,6 +97,7 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 		meta[metaNotJoined] = strings.Join(notJoined, ",")
 		notes = append(notes, fmt.Sprintf("instances running for more than %s=%s without a Nomad node (removed first on scale-in): %s",
 			configKeyJoinTimeout, cfg.JoinTimeout, meta[metaNotJoined]))
+		stable = append(stable, "not joined "+meta[metaNotJoined])
 	}
 	if len(w.unmapped) > 0 {
 		var parts []string
@@ -102,6 +106,7 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 		}
 		meta[metaUnmapped] = strings.Join(parts, "; ")
 		notes = append(notes, "pool nodes left alone: "+meta[metaUnmapped])
+		stable = append(stable, "unmapped "+meta[metaUnmapped])
 	}
 	st := &sdk.TargetStatus{Ready: len(reasons) == 0, Count: int64(count), Meta: meta}
 	if !w.lastEvent.IsZero() {
@@ -110,15 +115,20 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 	if len(reasons) > 0 {
 		meta[metaNotReadyCause] = strings.Join(reasons, "; ")
 		notes = append(notes, "not ready: "+meta[metaNotReadyCause])
+		for _, r := range reasons {
+			if !strings.Contains(r, " ago ") { // the restart cooldown's age changes every time
+				stable = append(stable, r)
+			}
+		}
 	}
 
 	// One line per change of state, at info (warning for problems);
 	// unchanged states are logged at debug only.
 	args := []any{"count", count, "target_capacity", target, "running", running, "ready_nodes", readyNodes(ms), "phases", meta[metaPhases]}
-	note := strings.Join(notes, "; ")
+	note, key := strings.Join(notes, "; "), strings.Join(stable, "; ")
 	fs.mu.Lock()
-	changed := note != fs.lastNote
-	fs.lastNote = note
+	changed := key != fs.lastNote || (note == "") != (fs.lastNoteEmpty)
+	fs.lastNote, fs.lastNoteEmpty = key, note == ""
 	fs.mu.Unlock()
 	switch {
 	case note != "" && changed:
