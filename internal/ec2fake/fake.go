@@ -74,6 +74,7 @@ type spotFleet struct {
 
 type instance struct {
 	id, typ, fleet string
+	privateIP      string
 	state          types.InstanceStateName
 	launched       time.Time
 	tags           map[string]string
@@ -302,7 +303,7 @@ func (e *EC2) launch(f *spotFleet, n int) {
 	}
 	ts := f.types(e)
 	for i := 0; i < n && len(ts) > 0; i++ {
-		in := &instance{id: e.newID("i"), typ: ts[f.next%len(ts)], fleet: f.id,
+		in := &instance{id: e.newID("i"), typ: ts[f.next%len(ts)], fleet: f.id, privateIP: fmt.Sprintf("10.0.%d.%d", e.seq/250, e.seq%250+1),
 			state: types.InstanceStateNameRunning, launched: e.now(), tags: map[string]string{}, hidden: e.DescribeLag}
 		f.next++
 		e.instances[in.id] = in
@@ -340,6 +341,16 @@ func (e *EC2) TargetCapacity(fleetID string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.fleets[fleetID].target
+}
+
+// PrivateIP returns an instance's private address ("" if unknown).
+func (e *EC2) PrivateIP(id string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if in := e.instances[id]; in != nil {
+		return in.privateIP
+	}
+	return ""
 }
 
 // InstanceTags returns a copy of an instance's tags.
@@ -605,7 +616,7 @@ func (e *EC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstancesInpu
 			continue
 		}
 		inst := types.Instance{InstanceId: aws.String(x.id), InstanceType: types.InstanceType(x.typ),
-			State: &types.InstanceState{Name: x.state}, LaunchTime: aws.Time(x.launched)}
+			State: &types.InstanceState{Name: x.state}, LaunchTime: aws.Time(x.launched), PrivateIpAddress: aws.String(x.privateIP)}
 		keys := make([]string, 0, len(x.tags))
 		for k := range x.tags {
 			keys = append(keys, k)
@@ -645,6 +656,10 @@ func (e *EC2) TerminateInstances(_ context.Context, in *ec2.TerminateInstancesIn
 		if e.instances[id] == nil {
 			return nil, notFound("InvalidInstanceID.NotFound", "instance ID", id)
 		}
+	}
+	if aws.ToBool(in.DryRun) {
+		// As EC2 (and moto) answer a permitted dry run.
+		return nil, &smithy.GenericAPIError{Code: "DryRunOperation", Message: "Request would have succeeded, but DryRun flag is set."}
 	}
 	out := &ec2.TerminateInstancesOutput{}
 	for _, id := range in.InstanceIds {

@@ -89,6 +89,9 @@ type Instance struct {
 	// LaunchTime is zero when the instance is not Described.
 	LaunchTime time.Time
 	Tags       map[string]string
+	// PrivateIP is the instance's private address ("" when not Described);
+	// a Nomad node on the instance usually advertises it.
+	PrivateIP string
 	// Described is false for an instance the fleet lists as active but
 	// DescribeInstances does not return yet (EC2 is eventually consistent
 	// right after a launch). Instances reports it as pending, with the type
@@ -278,6 +281,8 @@ func (c *Client) Tags(ctx context.Context, id string) (map[string]string, error)
 // instance: a nil error means EC2 accepted the termination. When EC2 refuses
 // the batch as a whole, each instance is tried on its own so that one bad id
 // does not keep the others alive.
+//
+// CheckTerminate asks first, without terminating anything.
 func (c *Client) Terminate(ctx context.Context, ids []string) map[string]error {
 	result := make(map[string]error, len(ids))
 	if len(ids) == 0 {
@@ -316,4 +321,26 @@ func (c *Client) terminate(ctx context.Context, ids []string, result map[string]
 		}
 	}
 	return nil
+}
+
+// CheckTerminate asks EC2 whether the instances may be terminated, with
+// TerminateInstances DryRun=true (DryRunOperation means yes), so that a
+// missing permission is found before anything is drained.
+func (c *Client) CheckTerminate(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := c.call(ctx, fmt.Sprintf("checking permission to terminate %s (dry run)", strings.Join(ids, ",")), func(ctx context.Context) error {
+		_, err := c.api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids, DryRun: aws.Bool(true)})
+		return err
+	})
+	switch {
+	case ErrorCode(err) == "DryRunOperation":
+		return nil
+	case err == nil:
+		return fmt.Errorf("checking permission to terminate %s: EC2 answered a dry run without DryRunOperation", strings.Join(ids, ","))
+	case IsAccessDenied(err):
+		return fmt.Errorf("the IAM permission ec2:TerminateInstances is missing: %w", err)
+	}
+	return err
 }

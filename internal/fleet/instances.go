@@ -106,7 +106,7 @@ func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instanc
 
 func newInstance(in types.Instance) Instance {
 	i := Instance{ID: aws.ToString(in.InstanceId), Type: string(in.InstanceType), LaunchTime: aws.ToTime(in.LaunchTime),
-		Tags: map[string]string{}, Described: true}
+		Tags: map[string]string{}, Described: true, PrivateIP: aws.ToString(in.PrivateIpAddress)}
 	if in.State != nil {
 		i.State = in.State.Name
 	}

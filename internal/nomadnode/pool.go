@@ -109,14 +109,31 @@ type Mapper struct {
 // NewMapper returns an empty Mapper.
 func NewMapper() *Mapper { return &Mapper{cache: map[string]string{}} }
 
+// Listing is one reading of the pool's nodes.
+type Listing struct {
+	// Nodes are the pool's nodes that are not down, with their instance ids.
+	Nodes []Node
+	// Unmapped are pool nodes whose id cannot be read, or that claim the
+	// same instance id as another node: callers say so and leave them alone.
+	Unmapped []Unmapped
+	// Addresses holds the address of every node the cluster lists, in any
+	// pool and state but down, so that an instance whose node has another
+	// class or no readable id is not taken for one that never joined.
+	Addresses map[string]bool
+}
+
 // PoolNodes lists the pool's nodes that are not down, with their instance
-// ids. Nodes whose id cannot be read, and nodes that claim the same instance
-// id as another node, are returned apart, so callers can say so and leave
-// them alone.
-func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLookup) ([]Node, []Unmapped, error) {
+// ids (see Listing).
+func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLookup) (*Listing, error) {
 	stubs, err := a.ListNodes(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	addrs := map[string]bool{}
+	for _, s := range stubs {
+		if s.Status != api.NodeStatusDown && s.Address != "" {
+			addrs[s.Address] = true
+		}
 	}
 	prefix := lookup.String() + "\x00"
 	live := map[string]bool{}
@@ -133,7 +150,7 @@ func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLooku
 				unmapped = append(unmapped, Unmapped{NodeID: s.ID, Err: err})
 				continue
 			}
-			return nil, nil, err
+			return nil, err
 		}
 		byInstance[id] = append(byInstance[id], Node{NodeListStub: s, InstanceID: id})
 	}
@@ -156,7 +173,7 @@ func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLooku
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	sort.Slice(unmapped, func(i, j int) bool { return unmapped[i].NodeID < unmapped[j].NodeID })
-	return nodes, unmapped, nil
+	return &Listing{Nodes: nodes, Unmapped: unmapped, Addresses: addrs}, nil
 }
 
 func (m *Mapper) instanceID(ctx context.Context, a API, lookup IDLookup, key, nodeID string) (string, error) {

@@ -41,9 +41,9 @@ func TestMapperReadsEachNodeOnce(t *testing.T) {
 	lookup, _ := ParseIDLookup("meta.id")
 	m := NewMapper()
 	for range 3 {
-		nodes, _, err := m.PoolNodes(context.Background(), a, pool, lookup)
-		if err != nil || len(nodes) != 2 {
-			t.Fatalf("PoolNodes = %v, %v", nodes, err)
+		l, err := m.PoolNodes(context.Background(), a, pool, lookup)
+		if err != nil || len(l.Nodes) != 2 {
+			t.Fatalf("PoolNodes = %v, %v", l, err)
 		}
 	}
 	if a.infos != 2 {
@@ -60,7 +60,11 @@ func TestMapperLeavesDuplicateClaimsOut(t *testing.T) {
 	pool, _ := NewPool(map[string]string{"node_class": "spot"})
 	lookup, _ := ParseIDLookup("meta.id")
 
-	nodes, unmapped, err := NewMapper().PoolNodes(context.Background(), a, pool, lookup)
+	l, err := NewMapper().PoolNodes(context.Background(), a, pool, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, unmapped := l.Nodes, l.Unmapped
 
 	if err != nil || len(nodes) != 1 || nodes[0].ID != "n3" {
 		t.Fatalf("nodes = %v, %v; want only n3", nodes, err)

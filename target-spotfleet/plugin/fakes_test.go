@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,8 +58,9 @@ func newFakeNomad() *fakeNomad {
 		hold: map[string]bool{}, fail: map[string][]error{}, calls: map[string]int{}}
 }
 
-// addNode registers a ready, eligible node for an instance.
-func (f *fakeNomad) addNode(instanceID, class string) string {
+// addNode registers a ready, eligible node for an instance; the node
+// advertises addr (the instance's private address), if given.
+func (f *fakeNomad) addNode(instanceID, class string, addr ...string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.index++
@@ -68,6 +70,9 @@ func (f *fakeNomad) addNode(instanceID, class string) string {
 		Status: api.NodeStatusReady, SchedulingEligibility: api.NodeSchedulingEligible,
 		Meta: map[string]string{"ec2_instance_id": instanceID}, Attributes: map[string]string{},
 		CreateIndex: f.index,
+	}
+	if len(addr) > 0 {
+		f.nodes[id].HTTPAddr = addr[0] + ":4646"
 	}
 	f.allocs[id] = []*api.Allocation{{ID: "alloc-" + id, NodeID: id, ClientStatus: api.AllocClientStatusRunning}}
 	return id
@@ -149,7 +154,8 @@ func (f *fakeNomad) ListNodes(context.Context) ([]*api.NodeListStub, error) {
 			c := *n.LastDrain
 			last = &c
 		}
-		out = append(out, &api.NodeListStub{ID: n.ID, Name: n.Name, NodeClass: n.NodeClass, Datacenter: n.Datacenter,
+		addr, _, _ := strings.Cut(n.HTTPAddr, ":")
+		out = append(out, &api.NodeListStub{ID: n.ID, Address: addr, Name: n.Name, NodeClass: n.NodeClass, Datacenter: n.Datacenter,
 			NodePool: n.NodePool, Status: n.Status, SchedulingEligibility: n.SchedulingEligibility,
 			Drain: n.DrainStrategy != nil, LastDrain: last, CreateIndex: n.CreateIndex})
 	}
@@ -216,7 +222,9 @@ func (f *fakeNomad) CancelDrain(_ context.Context, id string, meta map[string]st
 	if n.DrainStrategy != nil {
 		n.DrainStrategy = nil
 		n.LastDrain.Status = api.DrainStatusCanceled
-		n.LastDrain.Meta = meta
+		if len(meta) > 0 { // Nomad keeps the drain's meta when the update has none
+			n.LastDrain.Meta = meta
+		}
 	}
 	n.SchedulingEligibility = api.NodeSchedulingEligible
 	return nil
@@ -288,7 +296,7 @@ func newRig(t *testing.T, spec ec2fake.Fleet) *rig {
 	r := &rig{ec2: ec2fake.New(), nomad: newFakeNomad(), nodeOf: map[string]string{}, now: time.Now()}
 	r.fleetID = r.ec2.AddFleet(spec)
 	for _, id := range r.ec2.Running(r.fleetID) {
-		r.nodeOf[id] = r.nomad.addNode(id, "spot")
+		r.nodeOf[id] = r.nomad.addNode(id, "spot", r.ec2.PrivateIP(id))
 	}
 	noWait := fleet.Retry{Attempts: 4, Sleep: func(context.Context, time.Duration) error { return nil }}
 	r.plugin = newWithClients(hclog.NewNullLogger(), fleet.NewClient(r.ec2, fleet.WithRetry(noWait)), r.nomad, nil)
@@ -310,7 +318,7 @@ func newRig(t *testing.T, spec ec2fake.Fleet) *rig {
 func (r *rig) joinNewInstances() {
 	for _, id := range r.ec2.Running(r.fleetID) {
 		if _, ok := r.nodeOf[id]; !ok {
-			r.nodeOf[id] = r.nomad.addNode(id, "spot")
+			r.nodeOf[id] = r.nomad.addNode(id, "spot", r.ec2.PrivateIP(id))
 		}
 	}
 }

@@ -34,6 +34,7 @@ type world struct {
 	instances []fleet.Instance          // running or pending fleet instances
 	nodes     map[string]nomadnode.Node // pool nodes by instance id, fleet instances only
 	unmapped  []nomadnode.Unmapped      // pool nodes without a (unique) instance id
+	addresses map[string]bool           // addresses of every listed node, any pool
 	lastEvent time.Time
 }
 
@@ -58,13 +59,13 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 			w.instances = append(w.instances, in)
 		}
 	}
-	nodes, unmapped, err := t.mapper.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
+	listing, err := t.mapper.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
 	if err != nil {
 		return nil, err
 	}
-	w.unmapped = unmapped
+	w.unmapped, w.addresses = listing.Unmapped, listing.Addresses
 	running := w.runningIDs()
-	for _, n := range nodes {
+	for _, n := range listing.Nodes {
 		if running[n.InstanceID] {
 			w.nodes[n.InstanceID] = n
 		}
@@ -136,6 +137,9 @@ type member struct {
 	// notJoined says the instance has run for longer than node_join_timeout
 	// without a Nomad node: a broken instance (bad AMI, user-data).
 	notJoined bool
+	// unknown says no pool node maps to the instance but one may run on it
+	// (see mayHaveNode): it is neither counted as serving nor removed.
+	unknown bool
 }
 
 // members returns the fleet's running instances with their nodes, sorted by
@@ -148,8 +152,11 @@ func (w *world) members(cfg *policyConfig) []member {
 		if n, ok := w.nodes[in.ID]; ok {
 			m.node = &n
 			m.phase, _ = nomadnode.PhaseOf(n.NodeListStub)
-		} else if !in.LaunchTime.IsZero() && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout && !w.isUnmapped(in.ID) {
-			m.notJoined = true
+		} else if w.isUnmapped(in.ID) {
+			m.unknown = true
+		} else if in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout {
+			m.unknown = w.mayHaveNode(in)
+			m.notJoined = !m.unknown
 		}
 		out = append(out, m)
 	}
@@ -168,6 +175,22 @@ func (w *world) isUnmapped(instanceID string) bool {
 	return false
 }
 
+// mayHaveNode reports whether the instance, though no pool node maps to it,
+// may still run a Nomad node: two nodes claim it, a pool node's id cannot be
+// read (it may be this one), or a node of the cluster (of any class) has its
+// address. Such an instance is never removed as "never joined".
+func (w *world) mayHaveNode(in fleet.Instance) bool {
+	if w.isUnmapped(in.ID) || (in.PrivateIP != "" && w.addresses[in.PrivateIP]) {
+		return true
+	}
+	for _, u := range w.unmapped {
+		if u.InstanceID == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // serving counts the instances that serve or are about to: not chosen by a
 // scale-in, and ready, joining, or never joined (those are removed first).
 // Nodes that drain, are cordoned or are down (an operator's maintenance, an
@@ -176,7 +199,7 @@ func (w *world) isUnmapped(instanceID string) bool {
 func serving(ms []member) int {
 	n := 0
 	for _, m := range ms {
-		if !m.marked && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
+		if !m.marked && !m.unknown && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
 			n++
 		}
 	}
@@ -188,8 +211,11 @@ func phases(ms []member) string {
 	counts := map[string]int{}
 	for _, m := range ms {
 		p := string(m.phase)
-		if m.notJoined {
+		switch {
+		case m.notJoined:
 			p = "not_joined"
+		case m.unknown:
+			p = "unknown"
 		}
 		counts[p]++
 	}

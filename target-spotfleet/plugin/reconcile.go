@@ -19,10 +19,13 @@ import (
 //     removed and the node left as it is (an operator's cordon is never read
 //     as "drained" and never undone);
 //   - our drain still runs: the scale-in is pending (the fleet is not ready);
-//   - our drain completed and the node runs no allocation, or the instance
-//     has no node: the target is lowered if that had not happened yet (to
-//     the target the mark records, at most) and exactly those instances are
-//     terminated;
+//   - our drain completed and the node runs no allocation (or its client is
+//     gone since), or the instance never joined: the target is lowered if
+//     that had not happened yet (never below the target the mark records)
+//     and exactly those instances are terminated;
+//   - the instance has no node we can see for sure (two nodes claim it, a
+//     pool node's id cannot be read, a node of another class has its
+//     address), or its node is only disconnected: the mark is removed;
 //   - the removal was abandoned: the node goes back into service.
 //
 // It returns the (re-read, on change) world and the reasons a scale-in is
@@ -46,20 +49,26 @@ func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *pol
 		}
 		ours := nomadnode.DrainedBy(last, marks)
 		switch {
-		case m.node == nil && isAbandoned:
+		case m.node == nil && (isAbandoned || w.mayHaveNode(m.inst)):
+			// Nothing to put back, or a node we cannot see for sure
+			// (two nodes claim it, an id that cannot be read): never
+			// terminate it undrained.
 			unmark = append(unmark, m.inst.ID)
-		case m.node == nil || m.phase == nomadnode.PhaseDown:
-			finish = append(finish, m)
+		case m.node == nil:
+			finish = append(finish, m) // it never joined: nothing to drain
 		case isAbandoned:
 			abandoned = append(abandoned, failure{m: m, err: fmt.Errorf("removal abandoned earlier")})
 		case !ours:
 			// Marked before the drain began, or someone else drained or
-			// cordoned the node since: not ours to finish.
+			// cordoned the node since: not ours to finish. A node that is
+			// only disconnected or down is not "drained" either.
 			unmark = append(unmark, m.inst.ID)
 		case m.phase == nomadnode.PhaseDraining:
 			pending = append(pending, fmt.Sprintf("scale-in of instance %s still draining node %s", m.inst.ID, m.node.ID))
 		case last.Status == api.DrainStatusCanceled:
 			unmark = append(unmark, m.inst.ID)
+		case last.Status == api.DrainStatusComplete && m.phase == nomadnode.PhaseDown:
+			finish = append(finish, m) // drained, then its client went away
 		case last.Status == api.DrainStatusComplete:
 			busy, err := nomadnode.RunningAllocations(ctx, t.nodes, m.node.ID, cfg.IgnoreSystemJobs)
 			switch {
@@ -109,13 +118,12 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 	target := w.req.TargetCapacity
 	surplus := len(w.instances) - target
 	if surplus < len(ms) {
+		// Lower by the instances not yet given up by the target, but never
+		// below the target the scale-in meant to reach (a raise made since
+		// is kept).
 		newTarget := target - (len(ms) - max(0, surplus))
-		planned := -1
 		for _, m := range ms {
-			planned = max(planned, markTarget(m.inst.Tags[tagScaleIn]))
-		}
-		if planned >= 0 && planned < newTarget {
-			newTarget = planned
+			newTarget = max(newTarget, markTarget(m.inst.Tags[tagScaleIn]))
 		}
 		newTarget = max(newTarget, 0)
 		// One attempt (the client retries transient errors briefly): a

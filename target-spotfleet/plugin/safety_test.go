@@ -80,11 +80,20 @@ func TestShortageCountsOnlyRunningCapacity(t *testing.T) {
 func TestScaleOutWithoutCapacityDoesNotHoldThePolicy(t *testing.T) {
 	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
 	r.ec2.Unavailable = true
+	r.plugin.launchConfirm = 50 * time.Millisecond // 30s in production
+	cfg := r.with(configKeyLaunchTimeout, "1h")
 
-	require.NoError(t, r.plugin.Scale(action(3), r.config), "the request is raised; EC2 keeps trying")
+	done := make(chan error, 1)
+	go func() { done <- r.plugin.Scale(action(3), cfg) }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "the request is raised; EC2 keeps trying")
+	case <-time.After(20 * time.Second):
+		t.Fatal("Scale waited for the whole launch_timeout (1h) for capacity that does not come")
+	}
 	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
 
-	st, err := r.plugin.Status(r.config)
+	st, err := r.plugin.Status(cfg)
 	require.NoError(t, err)
 	require.True(t, st.Ready, "capacity that has not come must not freeze scaling: %s", st.Meta[metaNotReadyCause])
 	require.EqualValues(t, 3, st.Count, "within launch_timeout the requested capacity counts as coming")
@@ -110,8 +119,9 @@ func TestAbandonedRemovalCancelsDrainAndMarksEligibleInOneCall(t *testing.T) {
 	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
 	ids := r.ec2.Running(r.fleetID)
 	sort.Strings(ids)
-	// EC2 refuses the termination: the removal is abandoned after the drain.
-	r.ec2.FailNext("TerminateInstances", 2, ec2fake.APIError("UnauthorizedOperation"))
+	// EC2 refuses the termination (after allowing the dry run): the removal
+	// is abandoned after the drain.
+	r.nomad.onDrain = func(string) { r.ec2.FailNext("TerminateInstances", 2, ec2fake.APIError("UnauthorizedOperation")) }
 
 	err := r.plugin.Scale(action(1), r.config)
 	require.ErrorContains(t, err, "UnauthorizedOperation")
@@ -137,7 +147,7 @@ func TestMarkStaysUntilTheNodeIsBackInService(t *testing.T) {
 	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
 	ids := r.ec2.Running(r.fleetID)
 	sort.Strings(ids)
-	r.ec2.FailNext("TerminateInstances", 2, ec2fake.APIError("UnauthorizedOperation"))
+	r.nomad.onDrain = func(string) { r.ec2.FailNext("TerminateInstances", 2, ec2fake.APIError("UnauthorizedOperation")) }
 	r.nomad.failNext("CancelDrain", errNoLeader)
 
 	require.Error(t, r.plugin.Scale(action(1), r.config))

@@ -43,7 +43,9 @@ func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyC
 	switch {
 	case to > from:
 		return t.scaleOut(ctx, log, cfg, fs, w, action)
-	case to < from:
+	case to < from, serving(w.members(cfg)) > to:
+		// The second case: more serve than the target (an operator put a
+		// cordoned node back, say), and the agent wants fewer.
 		return t.scaleIn(ctx, log, cfg, fs, w, action)
 	case len(w.instances) < from:
 		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity is already %d, %d instances run: waiting for spot capacity",
@@ -72,7 +74,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, from, to, err)
 	}
 	t.recordEvent(ctx, log, fs)
-	fs.noteShortage(len(w.instances) < after, t.now())
+	fs.noteShortage(len(w.instances) < after, t.now(), time.Time{})
 
 	running := t.waitLaunched(ctx, cfg, after)
 	if running < after {

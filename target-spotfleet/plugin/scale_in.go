@@ -16,8 +16,13 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/awsretry"
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
+
+// drainStopMargin is how long after the drain deadline the allocations a
+// forced drain stops get to end (their kill_timeout).
+const drainStopMargin = 5 * time.Minute
 
 // drainMeta marks the drains this plugin starts for a fleet: the SDK's
 // drained_by plus the fleet, so that an operator's drain (or another
@@ -81,8 +86,16 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		return nil
 	}
 
+	// A removal that failed after its drain (EC2 refused the termination
+	// or the capacity change) is not retried at once: every retry would
+	// drain a node again.
+	if until, why := fs.removalBlocked(t.now()); why != "" {
+		return sdk.NewTargetScalingNoOpError("scale in of %s: not draining again before %s after a failed removal: %s",
+			cfg.FleetID, until.UTC().Format(time.RFC3339), why)
+	}
+
 	// Step 1: choose.
-	victims, err := t.chooseVictims(log, cfg, w, n)
+	victims, err := t.chooseVictims(log, cfg, w, n, to)
 	if err != nil {
 		return err
 	}
@@ -96,6 +109,9 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	// Step 2: can the fleet be changed at all? Checked before any drain, so
 	// that a refusal (IAM, fleet type or state) never drains a node.
 	if _, err := t.fleet.CheckModifiable(ctx, cfg.FleetID); err != nil {
+		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
+	}
+	if err := t.fleet.CheckTerminate(ctx, ids); err != nil {
 		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
 	}
 
@@ -117,6 +133,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	// Step 5: lower the target by the difference, read again just before.
 	newTarget := max(to, live-len(removable))
 	if err := t.changeCapacityPatiently(ctx, log, cfg, newTarget-from); err != nil {
+		fs.removalFailed(t.now(), err)
 		log.Error("scale in: capacity change keeps failing after the drain; drained nodes stay cordoned and marked, the next status finishes the scale-in",
 			"instances", memberIDs(removable), "error", err)
 		return fmt.Errorf("scale in of %s: lowering target capacity by %d after draining %v (the nodes stay drained; reconciliation retries): %w",
@@ -127,6 +144,11 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	// Step 6: terminate exactly those instances; purge their nodes.
 	terminated, notTerminated := t.terminate(ctx, log, cfg, removable)
 
+	if len(notTerminated) > 0 {
+		fs.removalFailed(t.now(), joinFailures(notTerminated))
+	} else {
+		fs.removalSucceeded()
+	}
 	log.Info("scaled in", "target_capacity", newTarget, "selector", cfg.Selector, "terminated", memberIDs(terminated),
 		"drain_failed", failureIDs(failed), "terminate_failed", failureIDs(notTerminated), "reason", action.Reason)
 	if all := append(failed, notTerminated...); len(all) > 0 {
@@ -135,9 +157,11 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	return nil
 }
 
-// changeCapacityPatiently changes the target capacity by delta, retrying
-// errors worth retrying (throttling, faults, network, a fleet still
-// modifying) with backoff for up to capacityRetry.
+// changeCapacityPatiently changes the target capacity by delta from the
+// target read just before, retrying errors worth retrying (throttling,
+// faults, network, a fleet still modifying) with backoff for up to
+// capacityRetry. Retries set the same absolute target, so a change EC2
+// applied but whose answer was lost is not applied twice.
 func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Logger, cfg *policyConfig, delta int) error {
 	if delta == 0 {
 		return nil
@@ -145,12 +169,24 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 	ctx, cancel := context.WithTimeout(ctx, t.capacityRetry)
 	defer cancel()
 	pause := t.pollInterval
+	goal := -1
 	for {
-		_, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, delta)
-		if err == nil || !awsretry.IsRetryable(err) {
+		var err error
+		if goal < 0 {
+			var req *fleet.Request
+			if req, err = t.fleet.WaitModifiable(ctx, cfg.FleetID); err == nil {
+				goal = max(0, req.TargetCapacity+delta)
+			}
+		}
+		if goal >= 0 {
+			if err = t.fleet.SetTargetCapacity(ctx, cfg.FleetID, goal); err == nil {
+				return nil
+			}
+		}
+		if !awsretry.IsRetryable(err) && !errors.Is(err, fleet.ErrStillModifying) {
 			return err
 		}
-		log.Warn("capacity change failed; retrying", "delta", delta, "in", pause.String(), "error", err)
+		log.Warn("capacity change failed; retrying", "delta", delta, "target_capacity", goal, "in", pause.String(), "error", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (gave up after %s)", err, t.capacityRetry)
@@ -198,7 +234,10 @@ func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *pol
 // selector among this fleet's ready nodes. Nodes that join, drain, are
 // cordoned (an operator's choice, never undone here) or that another node
 // claims the instance of are never chosen.
-func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *world, n int) ([]member, error) {
+//
+// At most max(0, ready - desired) ready nodes are chosen, so that nodes still
+// joining never count as the capacity that replaces the ready ones removed.
+func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *world, n, desired int) ([]member, error) {
 	var out []member
 	var candidates []*api.NodeListStub
 	byNode := map[string]member{}
@@ -217,7 +256,7 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 	for _, u := range w.unmapped {
 		log.Warn("pool node left out of scale-in", "node_id", u.NodeID, "error", u.Err)
 	}
-	if rest := n - len(out); rest > 0 && len(candidates) > 0 {
+	if rest := min(n-len(out), len(candidates)-desired); rest > 0 {
 		// Newest first: the SDK's create-index selectors assume this order.
 		sort.Slice(candidates, func(i, j int) bool {
 			if candidates[i].CreateIndex != candidates[j].CreateIndex {
@@ -225,10 +264,6 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 			}
 			return candidates[i].ID < candidates[j].ID
 		})
-		if rest > len(candidates) {
-			log.Warn("fewer removable nodes than requested", "requested", rest, "available", len(candidates))
-			rest = len(candidates)
-		}
 		selector, err := nodeselector.NewSelector(map[string]string{configKeySelectorStrategy: cfg.Selector}, t.nomadAPI, log)
 		if err != nil {
 			return nil, fmt.Errorf("scale in of %s: %w", cfg.FleetID, err)
@@ -237,9 +272,12 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 			out = append(out, byNode[c.ID])
 		}
 	}
+	if len(out) < n {
+		log.Warn("fewer removable instances than requested", "requested", n, "removable", len(out), "ready_nodes", len(candidates), "desired", desired)
+	}
 	if len(out) == 0 {
-		return nil, sdk.NewTargetScalingNoOpError("scale in of %s: no removable instance: no ready node of the pool (%s) runs on the fleet's %d instances",
-			cfg.FleetID, cfg.Pool, len(w.instances))
+		return nil, sdk.NewTargetScalingNoOpError("scale in of %s: no removable instance: %d ready nodes of the pool (%s) among the fleet's %d instances, %d desired",
+			cfg.FleetID, len(candidates), cfg.Pool, len(w.instances), desired)
 	}
 	return out, nil
 }
@@ -257,7 +295,7 @@ type failure struct {
 func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *policyConfig, victims []member) ([]member, []failure) {
 	spec := &api.DrainSpec{Deadline: cfg.DrainDeadline, IgnoreSystemJobs: cfg.IgnoreSystemJobs}
 	marks := drainMeta(cfg.FleetID)
-	ctx, cancel := context.WithTimeout(ctx, cfg.DrainDeadline+2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, cfg.DrainDeadline+drainStopMargin)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -289,22 +327,26 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 
 func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyConfig, v member, spec *api.DrainSpec, marks map[string]string) error {
 	log = log.With("node_id", v.node.ID, "instance_id", v.inst.ID)
-	log.Info("draining node", "deadline", cfg.DrainDeadline.String())
-	var err error
-	pause := t.drainPoll.Base
-	for attempt := 0; attempt < 4; attempt++ {
-		if err = t.nodes.StartDrain(ctx, v.node.ID, spec, marks); err == nil || !nomadnode.IsTransient(err) {
-			break
-		}
-		log.Warn("starting the drain failed; retrying", "error", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (%w)", err, ctx.Err())
-		case <-time.After(pause):
-		}
-		pause *= 2
-	}
+	// The choice was made on an observation that may be seconds old: an
+	// operator (or an interruption) may have drained or cordoned the node
+	// since. Never take over someone else's drain.
+	var n *api.Node
+	err := t.withNomadRetry(ctx, log, "reading the node before its drain", func() error {
+		var err error
+		n, err = t.nodes.NodeInfo(ctx, v.node.ID)
+		return err
+	})
 	if err != nil {
+		return err
+	}
+	if n.Status != api.NodeStatusReady || n.DrainStrategy != nil || n.SchedulingEligibility != api.NodeSchedulingEligible {
+		return fmt.Errorf("node changed since it was chosen (status %s, eligibility %s, draining %t): left alone",
+			n.Status, n.SchedulingEligibility, n.DrainStrategy != nil)
+	}
+	log.Info("draining node", "deadline", cfg.DrainDeadline.String())
+	if err := t.withNomadRetry(ctx, log, "starting the drain", func() error {
+		return t.nodes.StartDrain(ctx, v.node.ID, spec, marks)
+	}); err != nil {
 		return err
 	}
 	return nomadnode.WaitDrained(ctx, t.nodes, v.node.ID, nomadnode.WaitOptions{
@@ -313,6 +355,26 @@ func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyC
 			log.Warn("drain monitor: Nomad did not answer; still waiting for the drain", "error", err)
 		},
 	})
+}
+
+// withNomadRetry runs fn up to 5 times while it fails with a transient Nomad
+// error (a leader election, a reset connection), pausing with backoff.
+func (t *TargetPlugin) withNomadRetry(ctx context.Context, log hclog.Logger, what string, fn func() error) error {
+	pause := t.drainPoll.Base
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = fn(); err == nil || !nomadnode.IsTransient(err) {
+			return err
+		}
+		log.Warn(what+" failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (%w)", what, err, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, t.drainPoll.Max)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // abandon puts nodes back into service after a removal was given up. The
@@ -352,6 +414,11 @@ func (t *TargetPlugin) release(ctx context.Context, cfg *policyConfig, m member)
 		return nil // never drained by us: eligible already, or someone else's cordon
 	}
 	if n.DrainStrategy == nil && n.SchedulingEligibility == api.NodeSchedulingEligible {
+		return nil
+	}
+	if n.DrainStrategy == nil && n.LastDrain.Status == api.DrainStatusCanceled {
+		// The plugin never cancels its drain before this point: someone
+		// else did, and chose the node's eligibility (-keep-ineligible).
 		return nil
 	}
 	return t.nodes.CancelDrain(ctx, m.node.ID, drainMeta(cfg.FleetID))

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/nomad-autoscaler/sdk"
@@ -65,8 +66,9 @@ func TestScaleIn(t *testing.T) {
 		{
 			name: "a refused termination restores capacity and eligibility",
 			setup: func(r *rig, ids []string) {
-				// The batch call fails, then the first single call fails too.
-				r.ec2.FailNext("TerminateInstances", 2, terminateRefused)
+				// After the dry run: the batch call fails, then the
+				// first single call fails too.
+				r.nomad.onDrain = func(string) { r.ec2.FailNext("TerminateInstances", 2, terminateRefused) }
 			},
 			from: 4, to: 2, wantRemoved: []int{1}, wantTarget: 3, wantErr: "UnauthorizedOperation", wantEligibleOf: []int{0, 2, 3},
 		},
@@ -268,7 +270,9 @@ func TestScaleInStepsHappenInOrder(t *testing.T) {
 			modify = i
 		}
 	}
-	terminate := slices.IndexFunc(calls, func(c ec2fake.Call) bool { return c.Op == "TerminateInstances" })
+	terminate := slices.IndexFunc(calls, func(c ec2fake.Call) bool {
+		return c.Op == "TerminateInstances" && !aws.ToBool(c.Input.(*ec2.TerminateInstancesInput).DryRun)
+	})
 	require.Greater(t, modify, seen[0].calls-1, "the capacity is lowered after the drain")
 	require.Greater(t, terminate, modify, "instances are terminated after the capacity is lowered")
 	require.Equal(t, []string{ids[0]}, calls[terminate].Input.(*ec2.TerminateInstancesInput).InstanceIds)

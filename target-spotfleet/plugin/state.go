@@ -45,6 +45,45 @@ type fleetState struct {
 	// unchanged state is not logged again at every evaluation.
 	lastNote      string
 	lastNoteEmpty bool
+	// observed says the fleet has been observed by this process before.
+	observed bool
+	// noRemovalUntil holds scale-ins back after a removal failed past its
+	// drain; removalPause doubles with each failure in a row.
+	noRemovalUntil time.Time
+	removalPause   time.Duration
+	removalErr     string
+}
+
+// Bounds of the pause after a failed removal.
+const (
+	removalPauseMin = time.Minute
+	removalPauseMax = 30 * time.Minute
+)
+
+// removalFailed starts (or doubles) the pause before the next scale-in.
+func (fs *fleetState) removalFailed(now time.Time, err error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.removalPause = min(max(2*fs.removalPause, removalPauseMin), removalPauseMax)
+	fs.noRemovalUntil = now.Add(fs.removalPause)
+	fs.removalErr = err.Error()
+}
+
+// removalSucceeded ends the pause.
+func (fs *fleetState) removalSucceeded() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.removalPause, fs.noRemovalUntil, fs.removalErr = 0, time.Time{}, ""
+}
+
+// removalBlocked returns until when, and why, scale-ins are held back.
+func (fs *fleetState) removalBlocked(now time.Time) (time.Time, string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if now.Before(fs.noRemovalUntil) {
+		return fs.noRemovalUntil, fs.removalErr
+	}
+	return time.Time{}, ""
 }
 
 // state returns the fleet's state, creating it on first use.
@@ -133,13 +172,20 @@ func (fs *fleetState) isOwnEvent(at time.Time) bool {
 }
 
 // noteShortage tracks since when the fleet runs fewer instances than its
-// target and returns that time (zero when it is not short).
-func (fs *fleetState) noteShortage(short bool, now time.Time) time.Time {
+// target and returns that time (zero when it is not short). At the first
+// observation of a process (after a restart) a shortage is taken to have
+// begun at the last scaling action, known from the fleet's tag: the
+// capacity cannot have been requested later than that.
+func (fs *fleetState) noteShortage(short bool, now, lastEvent time.Time) time.Time {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	first := !fs.observed
+	fs.observed = true
 	switch {
 	case !short:
 		fs.shortSince = time.Time{}
+	case fs.shortSince.IsZero() && first && !lastEvent.IsZero() && lastEvent.Before(now):
+		fs.shortSince = lastEvent
 	case fs.shortSince.IsZero():
 		fs.shortSince = now
 	}

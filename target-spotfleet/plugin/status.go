@@ -22,6 +22,7 @@ const (
 	metaShortage      = "spot_fleet.shortage"
 	metaNotJoined     = "spot_fleet.not_joined"
 	metaUnmapped      = "spot_fleet.unmapped_nodes"
+	metaRemovalPaused = "spot_fleet.scale_in_paused"
 	metaNotReadyCause = "spot_fleet.not_ready_because"
 )
 
@@ -80,12 +81,20 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 	// notes are logged; stable is what they say without durations, so that
 	// an unchanged state is logged once.
 	var notes, stable []string
-	if since := fs.noteShortage(running < target, now); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
+	if since := fs.noteShortage(running < target, now, w.lastEvent); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
 		count = running
 		meta[metaShortage] = fmt.Sprintf("%d of %d instances running for %s (more than %s=%s): counting the %d running",
 			running, target, now.Sub(since).Round(time.Second), configKeyLaunchTimeout, cfg.LaunchTimeout, running)
 		notes = append(notes, "capacity shortage: "+meta[metaShortage])
 		stable = append(stable, fmt.Sprintf("shortage %d/%d", running, target))
+	}
+	// More may serve than the target (an operator put a cordoned node back
+	// into service): the agent sees them, so it can scale them in.
+	count = max(count, serving(ms))
+	if until, why := fs.removalBlocked(now); why != "" {
+		meta[metaRemovalPaused] = fmt.Sprintf("until %s after a failed removal: %s", until.UTC().Format(time.RFC3339), why)
+		notes = append(notes, "scale-in paused "+meta[metaRemovalPaused])
+		stable = append(stable, "removal paused "+why)
 	}
 	var notJoined []string
 	for _, m := range ms {

@@ -93,7 +93,7 @@ func TestStatus(t *testing.T) {
 				r.nomad.addNode(ids[0]+"-twin", "spot")
 				r.nomad.update("node-"+ids[0]+"-twin", func(n *api.Node) { n.Meta["ec2_instance_id"] = ids[0] })
 			},
-			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaReadyNodes: "2", metaPhases: "joining=1,ready=2"},
+			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaReadyNodes: "2", metaPhases: "ready=2,unknown=1"},
 		},
 	}
 	for _, tc := range cases {

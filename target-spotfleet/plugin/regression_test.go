@@ -1,0 +1,349 @@
+package plugin
+
+// Defects an adversarial review of the issue-7 change found, one test each.
+// Every test names the behaviour an operator needs; each failed on the
+// reviewed code for the reason given in its comment and passes since the
+// fix.
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/ec2fake"
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
+)
+
+// evaluate is one evaluation as agent v0.5.0 runs it: Status, and Scale only
+// when the target is ready and the desired count differs from the count
+// (policy/handler.go scalingNeeded).
+func (r *rig) evaluate(t *testing.T, desired int64) {
+	t.Helper()
+	st, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	if st.Ready && st.Count != desired {
+		_ = r.plugin.Scale(action(desired), r.config)
+	}
+	r.now = r.now.Add(time.Minute)
+}
+
+func sortedRunning(r *rig) []string {
+	ids := r.ec2.Running(r.fleetID)
+	sort.Strings(ids)
+	return ids
+}
+
+// --- 1. Drain loop when EC2 refuses TerminateInstances -----------------------
+
+// The permission check before the drain proves only ec2:ModifySpotFleetRequest.
+// When the role lacks ec2:TerminateInstances (or TerminateInstances keeps
+// failing), every Scale drains a node, lowers the target, fails to terminate,
+// raises the target back, puts the node back and returns an error; the agent
+// retries at the next evaluation without a cooldown and drains again.
+func TestTerminateRefusalDoesNotDrainAgainAtEveryEvaluation(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	r.ec2.FailNext("TerminateInstances", 1000, ec2fake.APIError("UnauthorizedOperation"))
+
+	for range 4 {
+		r.evaluate(t, 2)
+	}
+
+	require.LessOrEqual(t, len(r.nomad.drainedNodes()), 1,
+		"EC2 refuses every termination: the nodes must not be drained again at every evaluation (drains: %v)", r.nomad.drainedNodes())
+}
+
+// --- 2. Undrained termination of an instance whose node exists ---------------
+
+// An instance is "not joined" when no *mapped pool* node names it. A node
+// whose instance id cannot be read (the AWS fingerprinter failed, e.g. IMDSv2
+// hop limit; a meta key missing) or that registered with another node class
+// is still a Nomad node running allocations, but its instance is taken for a
+// broken one and terminated first on scale-in, without a drain.
+func TestInstanceWhoseNodeCannotBeMappedIsNeverTerminatedUndrained(t *testing.T) {
+	cases := map[string]func(n *api.Node){
+		"node without the instance id attribute":  func(n *api.Node) { delete(n.Meta, "ec2_instance_id") },
+		"node registered with another node class": func(n *api.Node) { n.NodeClass = "spot-c5" },
+	}
+	for name, breakNode := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
+			ids := sortedRunning(r)
+			hidden := ids[1]
+			r.nomad.update(r.nodeOf[hidden], breakNode)
+			r.now = r.now.Add(time.Hour) // past node_join_timeout
+
+			_ = r.plugin.Scale(action(1), r.config)
+
+			if !contains(r.ec2.Running(r.fleetID), hidden) {
+				require.Contains(t, r.nomad.drainedNodes(), r.nodeOf[hidden],
+					"instance %s was terminated without draining node %s, which runs an allocation", hidden, r.nodeOf[hidden])
+			}
+		})
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// --- 3. Operator's "drain -disable -keep-ineligible" is undone ---------------
+
+// `nomad node drain -disable -keep-ineligible <node>` on our drain: Nomad
+// (state_store.go updateNodeDrainImpl) keeps the existing drain meta when the
+// request carries none, so LastDrain is still ours, now canceled, and the
+// node stays ineligible on purpose. The scale-in abandons the removal and
+// release() calls CancelDrain with MarkEligible, putting the node the
+// operator kept cordoned back into service.
+func TestOperatorCancelKeepingTheNodeIneligibleIsRespected(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
+	victim := sortedRunning(r)[0] // oldest_create_index picks it
+	node := r.nodeOf[victim]
+	r.nomad.setHold(node, true)
+	var wg sync.WaitGroup
+	r.nomad.onDrain = func(string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r.nomad.node(node).DrainStrategy == nil {
+				time.Sleep(time.Millisecond)
+			}
+			// What Nomad does for `drain -disable -keep-ineligible` without -m.
+			r.nomad.update(node, func(n *api.Node) {
+				n.DrainStrategy = nil
+				n.LastDrain.Status = api.DrainStatusCanceled
+			})
+		}()
+	}
+
+	_ = r.plugin.Scale(action(1), r.config)
+	wg.Wait()
+
+	require.Equal(t, api.NodeSchedulingIneligible, r.nomad.node(node).SchedulingEligibility,
+		"the operator cancelled the drain and kept the node ineligible; the plugin must not mark it eligible")
+	require.Zero(t, r.nomad.callCount("CancelDrain"), "nothing of ours is left to cancel")
+}
+
+// --- 4. The capacity change after a drain is applied twice -------------------
+
+// lossyEC2 applies ModifySpotFleetRequest and then loses the answer (the
+// connection is reset after EC2 acted), for the next lose calls.
+type lossyEC2 struct {
+	*ec2fake.EC2
+	mu   sync.Mutex
+	lose int
+}
+
+func (l *lossyEC2) ModifySpotFleetRequest(ctx context.Context, in *ec2.ModifySpotFleetRequestInput, opts ...func(*ec2.Options)) (*ec2.ModifySpotFleetRequestOutput, error) {
+	out, err := l.EC2.ModifySpotFleetRequest(ctx, in, opts...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && l.lose > 0 {
+		l.lose--
+		return nil, ec2fake.ConnReset()
+	}
+	return out, err
+}
+
+// changeCapacityPatiently re-reads the target and applies the delta again at
+// every round. When EC2 applied a modify whose answers were all lost (the
+// fleet client's own retries resend the same absolute value, then give up
+// with a retryable error), the next round lowers the already lowered target
+// once more.
+func TestCapacityChangeRetriedAfterALostAnswerIsAppliedOnce(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	lossy := &lossyEC2{EC2: r.ec2}
+	noWait := fleet.Retry{Attempts: 4, Sleep: func(context.Context, time.Duration) error { return nil }}
+	r.plugin.fleet = fleet.NewClient(lossy, fleet.WithRetry(noWait))
+	// The permission check passes; the change after the drain is applied by
+	// EC2 but every answer of the fleet client's 4 attempts is lost.
+	r.nomad.onDrain = func(string) {
+		lossy.mu.Lock()
+		lossy.lose = 4
+		lossy.mu.Unlock()
+	}
+
+	_ = r.plugin.Scale(action(2), r.config)
+
+	require.Len(t, r.ec2.Running(r.fleetID), 2)
+	require.Equal(t, 2, r.ec2.TargetCapacity(r.fleetID), "a scale-in from 3 to 2 must leave the target at 2, not apply -1 twice")
+}
+
+// --- 5. A drain started after the observation is taken over -----------------
+
+// Scale reuses the observation Status made (up to 15 s old) and, on real EC2,
+// waits after the no-op permission modify for the fleet to leave
+// "modifying". A node that an operator (or, next, the interruption handler)
+// starts draining meanwhile is still "ready" in that observation: StartDrain
+// replaces the other drain (and its deadline) with ours, and the instance is
+// then terminated.
+func TestScaleDoesNotTakeOverADrainStartedAfterTheObservation(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	victim := sortedRunning(r)[0] // oldest_create_index picks it
+	node := r.nodeOf[victim]
+	_, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+
+	operator := map[string]string{"message": "kernel upgrade"}
+	r.nomad.update(node, func(n *api.Node) {
+		n.DrainStrategy = &api.DrainStrategy{DrainSpec: api.DrainSpec{Deadline: time.Hour}}
+		n.SchedulingEligibility = api.NodeSchedulingIneligible
+		n.LastDrain = &api.DrainMetadata{Status: api.DrainStatusDraining, Meta: operator}
+	})
+
+	_ = r.plugin.Scale(action(2), r.config)
+
+	require.NotContains(t, r.nomad.drainedNodes(), node, "the operator's drain of %s was replaced by the plugin's", node)
+	require.Contains(t, r.ec2.Running(r.fleetID), victim, "the instance under the operator's maintenance was terminated")
+}
+
+// --- 6. Phantom capacity after a restart ------------------------------------
+
+// The shortage clock (fleetState.shortSince) lives only in memory. After an
+// agent restart a fleet that has been short for an hour (its target was last
+// changed an hour ago, far more than launch_timeout) reports its full target
+// as Count again for launch_timeout, and the strategy multiplies capacity that
+// does not exist (item 2).
+func TestShortageIsReportedRightAfterARestart(t *testing.T) {
+	r, _ := shortRig(t) // target 4, 2 running, no spot capacity
+	cfg := r.with(configKeyLaunchTimeout, "5m")
+	require.NoError(t, r.plugin.fleet.Tag(t.Context(), []string{r.fleetID},
+		map[string]string{tagLastEvent: formatEventTime(r.now.Add(-time.Hour))}))
+
+	// A new plugin process, as after an agent restart.
+	noWait := fleet.Retry{Attempts: 4, Sleep: func(context.Context, time.Duration) error { return nil }}
+	restarted := newWithClients(hclog.NewNullLogger(), fleet.NewClient(r.ec2, fleet.WithRetry(noWait)), r.nomad, nil)
+	restarted.now = func() time.Time { return r.now }
+
+	st, err := restarted.Status(cfg)
+	require.NoError(t, err)
+	require.True(t, st.Ready, st.Meta[metaNotReadyCause])
+	require.EqualValues(t, 2, st.Count, "the target was raised an hour ago and only 2 of 4 run: counting 4 lets the strategy multiply capacity that does not exist")
+}
+
+// --- 7. The only ready node is drained while the others still join -----------
+
+// serving() counts joining instances as serving, but chooseVictims can only
+// pick ready nodes. With one ready node and two joining (a scale-out whose
+// hooks still run, a replacement booting), Scale(1) wants to remove two,
+// finds one candidate, and drains the only node that runs work: nothing
+// serves until the joining nodes are ready, if they ever are.
+func TestScaleInNeverDrainsTheOnlyReadyNodeWhileOthersJoin(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := sortedRunning(r)
+	for _, id := range ids[1:] {
+		r.nomad.update(r.nodeOf[id], func(n *api.Node) { n.Status = api.NodeStatusInit })
+	}
+
+	_ = r.plugin.Scale(action(1), r.config)
+
+	require.Contains(t, r.ec2.Running(r.fleetID), ids[0], "the only ready node was removed")
+	require.Equal(t, api.NodeSchedulingEligible, r.nomad.node(r.nodeOf[ids[0]]).SchedulingEligibility,
+		"the only ready node was drained while the other two were still initialising")
+}
+
+// --- 8. Instances left above the desired count forever -----------------------
+
+// A scale-in while an operator has one node cordoned sets the target below
+// what runs (cordoned nodes do not serve). When the operator puts the node
+// back, two nodes serve, the target and Count say 1, the agent sees nothing
+// to do, and the extra instance runs (and is paid for) until the load rises.
+func TestFleetConvergesToDesiredAfterAnOperatorReturnsACordonedNode(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := sortedRunning(r)
+	cordoned := r.nodeOf[ids[0]]
+	r.nomad.update(cordoned, func(n *api.Node) { n.SchedulingEligibility = api.NodeSchedulingIneligible })
+
+	r.evaluate(t, 1)
+	require.Len(t, r.ec2.Running(r.fleetID), 2, "setup: one serving node removed, the cordoned one kept")
+
+	r.nomad.update(cordoned, func(n *api.Node) { n.SchedulingEligibility = api.NodeSchedulingEligible })
+	for range 3 {
+		r.evaluate(t, 1)
+	}
+
+	st, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.Len(t, r.ec2.Running(r.fleetID), 1,
+		"one node is desired, 2 serve, and the status reports Count=%d (target %s): the surplus is never removed", st.Count, st.Meta[metaTarget])
+}
+
+// --- 9. Reconcile terminates an instance two nodes claim ---------------------
+
+// reconcile() finishes a marked instance whenever m.node is nil. A node that
+// another node's duplicate claim made "unmapped" has no m.node either: a mark
+// left by a scale-in interrupted before its drain (the node is ready and runs
+// an allocation) then terminates the instance without a drain, against "two
+// nodes claiming the same instance id ... neither is touched" (item 10).
+func TestReconcileNeverTerminatesAnInstanceTwoNodesClaim(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
+	ids := sortedRunning(r)
+	victim := ids[0]
+	r.ec2.SetInstanceTag(victim, tagScaleIn, markValue(1, r.now)) // interrupted before the drain
+	twin := r.nomad.addNode(victim+"-twin", "spot")
+	r.nomad.update(twin, func(n *api.Node) { n.Meta["ec2_instance_id"] = victim })
+
+	_, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+
+	require.Contains(t, r.ec2.Running(r.fleetID), victim, "an undrained instance claimed by two nodes was terminated by reconciliation")
+}
+
+// --- 10. Reconcile terminates a marked instance whose node is disconnected ----
+
+// reconcile() treats every non-ready, non-initialising node status as "down"
+// and finishes the removal whatever the last drain was. A scale-in that was
+// interrupted between the mark and the drain, followed by a short network
+// partition (Nomad's "disconnected" status, max_client_disconnect: its
+// allocations are expected to reconnect), terminates a node that was never
+// drained.
+func TestReconcileDoesNotTerminateAnUndrainedDisconnectedNode(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
+	ids := sortedRunning(r)
+	victim := ids[0]
+	r.ec2.SetInstanceTag(victim, tagScaleIn, markValue(1, r.now)) // interrupted before the drain
+	r.nomad.update(r.nodeOf[victim], func(n *api.Node) { n.Status = api.NodeStatusDisconnected })
+
+	_, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+
+	require.Contains(t, r.ec2.Running(r.fleetID), victim, "a node the plugin never drained was terminated because it was briefly disconnected")
+}
+
+// --- 11. Reconcile overwrites a capacity change made after the interruption --
+
+// finish() lowers the target to min(target - unlowered victims, the target
+// the mark records). The mark is an absolute target: when the target was
+// raised after the interrupted scale-in (an operator, the interruption
+// handler replacing capacity, a scale-out of this plugin in another process),
+// finishing the old scale-in sets the target back to the old value and wipes
+// the raise out, against "every change is made as a difference" (item 7).
+// The README even says the opposite ("never below the target the mark
+// records").
+func TestReconcileKeepsACapacityRaiseMadeAfterTheInterruptedScaleIn(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	victim := sortedRunning(r)[0]
+	// A scale-in 3 -> 2 drained the victim and died before lowering the target.
+	r.ec2.SetInstanceTag(victim, tagScaleIn, markValue(2, r.now))
+	drainedByUs(r, r.nodeOf[victim], api.DrainStatusComplete)
+	// Meanwhile the target was raised by 2, and the capacity came.
+	require.NoError(t, r.plugin.fleet.SetTargetCapacity(t.Context(), r.fleetID, 5))
+	r.joinNewInstances()
+
+	_, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+
+	require.NotContains(t, r.ec2.Running(r.fleetID), victim)
+	require.Equal(t, 4, r.ec2.TargetCapacity(r.fleetID), "5 (raised meanwhile) minus the one instance removed")
+}
