@@ -29,6 +29,7 @@ const (
 // world is one consistent reading of a fleet and its Nomad nodes.
 type world struct {
 	at        time.Time
+	key       string // observationKey of the policy it was made for
 	req       *fleet.Request
 	families  []string
 	instances []fleet.Instance          // running or pending fleet instances
@@ -53,7 +54,7 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 	if err != nil {
 		return nil, err
 	}
-	w := &world{at: t.now(), req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{}}
+	w := &world{at: t.now(), key: observationKey(cfg), req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{}}
 	for _, in := range all {
 		if in.Running() {
 			w.instances = append(w.instances, in)

@@ -135,7 +135,7 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 		t.recordEvent(ctx, log, fs)
 		target = newTarget
 	}
-	terminated, failed := t.terminate(ctx, log, cfg, ms)
+	terminated, failed := t.terminate(ctx, log, cfg, fs, ms)
 	log.Info("finished interrupted scale-in", "terminated", memberIDs(terminated), "terminate_failed", failureIDs(failed),
 		"target_capacity", target, "running_before", len(w.instances))
 	return ""

@@ -346,3 +346,27 @@ func TestDuplicateInstanceClaimsAreLeftAlone(t *testing.T) {
 	require.NotContains(t, r.nomad.drainedNodes(), twin)
 	require.NotContains(t, r.nomad.drainedNodes(), r.nodeOf[ids[0]])
 }
+
+func TestPurgeWaitsUntilTheNodeIsDown(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 2})
+	ids := r.ec2.Running(r.fleetID)
+	sort.Strings(ids)
+	cfg := r.with(configKeyNodePurge, "true")
+
+	require.NoError(t, r.plugin.Scale(action(1), cfg))
+
+	// The instance shuts down; its client still heartbeats: no purge yet,
+	// or the client would register again as a fresh, eligible node.
+	require.Zero(t, r.nomad.callCount("Purge"))
+	_, err := r.plugin.Status(cfg)
+	require.NoError(t, err)
+	require.Zero(t, r.nomad.callCount("Purge"))
+
+	r.nomad.update(r.nodeOf[ids[0]], func(n *api.Node) { n.Status = api.NodeStatusDown })
+	_, err = r.plugin.Status(cfg)
+	require.NoError(t, err)
+	require.Equal(t, []string{r.nodeOf[ids[0]]}, r.nomad.purged)
+	_, err = r.plugin.Status(cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, r.nomad.callCount("Purge"), "purged once")
+}

@@ -18,7 +18,7 @@ const maxTargetCapacity = 10000
 // desired) of them; when no more run than desired (a capacity shortage), it
 // only lowers the target.
 func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, action sdk.ScalingAction) error {
-	w := fs.recent(t.now())
+	w := fs.recent(t.now(), cfg)
 	if w == nil {
 		var err error
 		if w, err = t.observe(ctx, cfg, fs); err != nil {

@@ -142,7 +142,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	t.recordEvent(ctx, log, fs)
 
 	// Step 6: terminate exactly those instances; purge their nodes.
-	terminated, notTerminated := t.terminate(ctx, log, cfg, removable)
+	terminated, notTerminated := t.terminate(ctx, log, cfg, fs, removable)
 
 	if len(notTerminated) > 0 {
 		fs.removalFailed(t.now(), joinFailures(notTerminated))
@@ -199,7 +199,7 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 // terminate terminates exactly the given instances and purges their nodes.
 // Instances EC2 refuses to terminate get their capacity back on the target
 // and their nodes back into service.
-func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *policyConfig, ms []member) ([]member, []failure) {
+func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, ms []member) ([]member, []failure) {
 	results := t.fleet.Terminate(ctx, memberIDs(ms))
 	var terminated []member
 	var notTerminated []failure
@@ -217,16 +217,38 @@ func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *pol
 		t.abandon(ctx, log, cfg, notTerminated)
 	}
 	if cfg.Purge {
+		// Purged while its client still runs (the instance takes a while
+		// to shut down), a node would register again, eligible: it is
+		// purged once Nomad has marked it down.
 		for _, m := range terminated {
-			if m.node == nil {
-				continue
-			}
-			if err := t.nodes.Purge(ctx, m.node.ID); err != nil {
-				log.Warn("could not purge node", "node_id", m.node.ID, "instance_id", m.inst.ID, "error", err)
+			if m.node != nil {
+				fs.queuePurge(m.node.ID, m.inst.ID)
 			}
 		}
+		t.purgeDown(ctx, log, fs)
 	}
 	return terminated, notTerminated
+}
+
+// purgeDown purges the queued nodes of terminated instances that Nomad has
+// marked down (or already forgotten).
+func (t *TargetPlugin) purgeDown(ctx context.Context, log hclog.Logger, fs *fleetState) {
+	for nodeID, instanceID := range fs.purgeQueue() {
+		n, err := t.nodes.NodeInfo(ctx, nodeID)
+		switch {
+		case err != nil && !nomadnode.IsTransient(err) && ctx.Err() == nil:
+			fs.purged(nodeID) // gone already
+		case err != nil || n.Status != api.NodeStatusDown:
+			// Not down yet: next time.
+		default:
+			if err := t.nodes.Purge(ctx, nodeID); err != nil {
+				log.Warn("could not purge node", "node_id", nodeID, "instance_id", instanceID, "error", err)
+				continue
+			}
+			fs.purged(nodeID)
+			log.Info("purged the node of a terminated instance", "node_id", nodeID, "instance_id", instanceID)
+		}
+	}
 }
 
 // chooseVictims picks n instances: first those that never joined Nomad

@@ -52,6 +52,35 @@ type fleetState struct {
 	noRemovalUntil time.Time
 	removalPause   time.Duration
 	removalErr     string
+	// toPurge holds nodes (id -> instance id) of terminated instances that
+	// node_purge removes once they are down.
+	toPurge map[string]string
+}
+
+func (fs *fleetState) queuePurge(nodeID, instanceID string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.toPurge == nil {
+		fs.toPurge = map[string]string{}
+	}
+	fs.toPurge[nodeID] = instanceID
+}
+
+// purgeQueue returns a copy of the nodes waiting to be purged.
+func (fs *fleetState) purgeQueue() map[string]string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	out := make(map[string]string, len(fs.toPurge))
+	for k, v := range fs.toPurge {
+		out[k] = v
+	}
+	return out
+}
+
+func (fs *fleetState) purged(nodeID string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	delete(fs.toPurge, nodeID)
 }
 
 // Bounds of the pause after a failed removal.
@@ -136,11 +165,13 @@ func (fs *fleetState) busyStatus(now time.Time) *sdk.TargetStatus {
 	return st
 }
 
-// recent returns the last observation if it is younger than maxAge.
-func (fs *fleetState) recent(now time.Time) *world {
+// recent returns the last observation if it is younger than
+// observationMaxAge and was made for the same pool and id lookup (two
+// policies may name one fleet).
+func (fs *fleetState) recent(now time.Time, cfg *policyConfig) *world {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if fs.last != nil && now.Sub(fs.last.at) < observationMaxAge {
+	if fs.last != nil && now.Sub(fs.last.at) < observationMaxAge && fs.last.key == observationKey(cfg) {
 		return fs.last
 	}
 	return nil
@@ -190,4 +221,9 @@ func (fs *fleetState) noteShortage(short bool, now, lastEvent time.Time) time.Ti
 		fs.shortSince = now
 	}
 	return fs.shortSince
+}
+
+// observationKey says which policy settings an observation depends on.
+func observationKey(cfg *policyConfig) string {
+	return cfg.Pool.String() + " " + cfg.IDLookup.String()
 }

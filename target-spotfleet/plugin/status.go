@@ -40,6 +40,9 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 			return nil, err
 		}
 	}
+	if !cfg.DryRun {
+		t.purgeDown(ctx, log, fs)
+	}
 	st := t.statusOf(log, cfg, fs, w, pending)
 	fs.mu.Lock()
 	fs.lastStatus = st
