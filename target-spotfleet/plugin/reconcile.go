@@ -57,7 +57,11 @@ func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *pol
 		case m.node == nil:
 			finish = append(finish, m) // it never joined: nothing to drain
 		case isAbandoned:
-			abandoned = append(abandoned, failure{m: m, err: fmt.Errorf("removal abandoned earlier")})
+			abandoned = append(abandoned, failure{m: m, err: fmt.Errorf("removal abandoned earlier"), started: true})
+		case m.phase == nomadnode.PhaseReady:
+			// It serves: whatever drain its node once had, this scale-in
+			// did not drain it (or an operator put it back). Leave it.
+			unmark = append(unmark, m.inst.ID)
 		case !ours:
 			// Marked before the drain began, or someone else drained or
 			// cordoned the node since: not ours to finish. A node that is

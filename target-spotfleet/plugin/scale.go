@@ -41,11 +41,13 @@ func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyC
 
 	from, to := w.req.TargetCapacity, int(action.Count)
 	switch {
+	case serving(w.members(cfg)) > to:
+		// Fewer wanted than serve; also when more serve than the target
+		// (an operator put a cordoned node back, say).
+		return t.scaleIn(ctx, log, cfg, fs, w, action)
 	case to > from:
 		return t.scaleOut(ctx, log, cfg, fs, w, action)
-	case to < from, serving(w.members(cfg)) > to:
-		// The second case: more serve than the target (an operator put a
-		// cordoned node back, say), and the agent wants fewer.
+	case to < from:
 		return t.scaleIn(ctx, log, cfg, fs, w, action)
 	case len(w.instances) < from:
 		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity is already %d, %d instances run: waiting for spot capacity",
@@ -68,8 +70,13 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 		return nil
 	}
 
+	// Instances beyond the target that do not serve (an operator's cordoned
+	// node left after a scale-in) fill none of the new capacity: add them.
+	ms := w.members(cfg)
+	excess, held := max(0, len(w.instances)-from), len(w.instances)-serving(ms)
+	delta := to + min(excess, max(0, held)) - from
 	// noTermination keeps EC2 from ever choosing victims on its own.
-	before, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, to-from)
+	before, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, delta)
 	if err != nil {
 		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, from, to, err)
 	}

@@ -31,6 +31,25 @@ func drainMeta(fleetID string) map[string]string {
 	return map[string]string{"drained_by": "nomad-autoscaler", "spot_fleet_request_id": fleetID}
 }
 
+// cancelMeta is the drain meta of the plugin's own cancel: drainMeta plus
+// cancelled_by, so that a drain of ours cancelled by someone else (no meta:
+// Nomad keeps ours) can be told from one the plugin gave up.
+func cancelMeta(fleetID string) map[string]string {
+	m := drainMeta(fleetID)
+	m[cancelledByKey] = PluginName
+	return m
+}
+
+const cancelledByKey = "cancelled_by"
+
+// cancelledBySomeoneElse reports whether the node's last drain is one of
+// this plugin's that someone else cancelled (nomad node drain -disable): an
+// operator's decision to keep the node, which scale-in respects.
+func cancelledBySomeoneElse(n *nomadnode.Node, fleetID string) bool {
+	d := n.LastDrain
+	return nomadnode.DrainedBy(d, drainMeta(fleetID)) && d.Status == api.DrainStatusCanceled && d.Meta[cancelledByKey] == ""
+}
+
 // markValue is the scale-in mark: the target capacity the scale-in means to
 // reach and when it began.
 func markValue(target int, at time.Time) string {
@@ -64,53 +83,52 @@ func markTarget(v string) int {
 // keeps failing, for reconciliation to finish), then terminates exactly those
 // instances. A node whose drain fails goes back into service.
 func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
-	from, to := w.req.TargetCapacity, int(action.Count)
-	live := serving(w.members(cfg))
-	n := max(0, live-to)
-	log = log.With("action", "scale_in", "from", from, "to", to, "running", len(w.instances))
-
-	if n == 0 {
-		// A shortage: no more instances run than desired. Only the
-		// target goes down; every running node stays.
-		if cfg.DryRun {
-			log.Info("dry-run: would lower target capacity only", "reason", action.Reason)
-			return nil
-		}
-		_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, to-from)
-		if err != nil {
-			return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, from, to, err)
-		}
-		t.recordEvent(ctx, log, fs)
-		log.Info("scaled in: lowered target capacity only; no running node removed",
-			"target_capacity", after, "why", fmt.Sprintf("%d instances serve, not more than the %d desired", live, to), "reason", action.Reason)
-		return nil
+	to := int(action.Count)
+	log = log.With("action", "scale_in", "from", w.req.TargetCapacity, "to", to, "running", len(w.instances))
+	if n := max(0, serving(w.members(cfg))-to); n == 0 {
+		return t.lowerTargetOnly(ctx, log, cfg, fs, w, action)
 	}
 
-	// A removal that failed after its drain (EC2 refused the termination
-	// or the capacity change) is not retried at once: every retry would
-	// drain a node again.
+	// A removal that failed after its drain began (EC2 refused the
+	// termination or the capacity change, someone cancelled the drain) is
+	// not retried at once: every retry would drain a node again.
 	if until, why := fs.removalBlocked(t.now()); why != "" {
 		return sdk.NewTargetScalingNoOpError("scale in of %s: not draining again before %s after a failed removal: %s",
 			cfg.FleetID, until.UTC().Format(time.RFC3339), why)
 	}
+	if cfg.DryRun {
+		victims, err := t.chooseVictims(log, cfg, w, max(0, serving(w.members(cfg))-to), to)
+		if err != nil {
+			return err
+		}
+		log.Info("dry-run: would drain and terminate", "instances", memberIDs(victims), "reason", action.Reason)
+		return nil
+	}
 
-	// Step 1: choose.
+	// Step 1: can the fleet be changed at all? Checked before any drain, so
+	// that a refusal (IAM, fleet type or state) never drains a node.
+	if _, err := t.fleet.CheckModifiable(ctx, cfg.FleetID); err != nil {
+		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
+	}
+
+	// Step 2: choose, on a fresh reading: the check may have waited for the
+	// fleet, and the observation may be seconds old (another node may have
+	// begun to drain since).
+	w, err := t.observe(ctx, cfg, fs)
+	if err != nil {
+		return err
+	}
+	from, live := w.req.TargetCapacity, serving(w.members(cfg))
+	n := max(0, live-to)
+	if n == 0 {
+		return t.lowerTargetOnly(ctx, log, cfg, fs, w, action)
+	}
 	victims, err := t.chooseVictims(log, cfg, w, n, to)
 	if err != nil {
 		return err
 	}
 	ids := memberIDs(victims)
 	plannedTarget := max(to, live-len(victims))
-	if cfg.DryRun {
-		log.Info("dry-run: would drain and terminate", "instances", ids, "target_capacity", plannedTarget, "reason", action.Reason)
-		return nil
-	}
-
-	// Step 2: can the fleet be changed at all? Checked before any drain, so
-	// that a refusal (IAM, fleet type or state) never drains a node.
-	if _, err := t.fleet.CheckModifiable(ctx, cfg.FleetID); err != nil {
-		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
-	}
 	if err := t.fleet.CheckTerminate(ctx, ids); err != nil {
 		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
 	}
@@ -126,6 +144,15 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	// Step 4: drain. Nodes whose drain fails go back into service.
 	removable, failed := t.drainAll(ctx, log, cfg, victims)
 	t.abandon(ctx, log, cfg, failed)
+	for _, f := range failed {
+		if f.started {
+			// A drain that ended without completing (cancelled by
+			// someone, the node went down) is not started again at the
+			// next evaluation.
+			fs.removalFailed(t.now(), f.err)
+			break
+		}
+	}
 	if len(removable) == 0 {
 		return fmt.Errorf("scale in of %s: no node could be drained: %w", cfg.FleetID, joinFailures(failed))
 	}
@@ -154,6 +181,29 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	if all := append(failed, notTerminated...); len(all) > 0 {
 		return fmt.Errorf("scale in of %s: %d of %d instances removed: %w", cfg.FleetID, len(terminated), len(victims), joinFailures(all))
 	}
+	return nil
+}
+
+// lowerTargetOnly is the scale-in of a fleet where no more instances serve
+// than desired (a shortage): only the target goes down; every running node
+// stays.
+func (t *TargetPlugin) lowerTargetOnly(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
+	from, to, live := w.req.TargetCapacity, int(action.Count), serving(w.members(cfg))
+	if to >= from {
+		log.Info("no scaling needed", "target_capacity", from, "serving", live, "desired", to, "reason", action.Reason)
+		return nil
+	}
+	if cfg.DryRun {
+		log.Info("dry-run: would lower target capacity only", "reason", action.Reason)
+		return nil
+	}
+	_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, to-from)
+	if err != nil {
+		return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, from, to, err)
+	}
+	t.recordEvent(ctx, log, fs)
+	log.Info("scaled in: lowered target capacity only; no running node removed",
+		"target_capacity", after, "why", fmt.Sprintf("%d instances serve, not more than the %d desired", live, to), "reason", action.Reason)
 	return nil
 }
 
@@ -186,6 +236,9 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 		if !awsretry.IsRetryable(err) && !errors.Is(err, fleet.ErrStillModifying) {
 			return err
 		}
+		if awsretry.IsThrottling(err) || errors.Is(err, fleet.ErrStillModifying) || fleet.ErrorCode(err) == fleet.CodeFleetNotInModifiableState {
+			goal = -1 // certainly not applied: read the target again, keep changes made meanwhile
+		}
 		log.Warn("capacity change failed; retrying", "delta", delta, "target_capacity", goal, "in", pause.String(), "error", err)
 		select {
 		case <-ctx.Done():
@@ -205,7 +258,7 @@ func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *pol
 	var notTerminated []failure
 	for _, m := range ms {
 		if err := results[m.inst.ID]; err != nil {
-			notTerminated = append(notTerminated, failure{m: m, err: err})
+			notTerminated = append(notTerminated, failure{m: m, err: err, started: m.node != nil})
 		} else {
 			terminated = append(terminated, m)
 		}
@@ -270,6 +323,8 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 			if len(out) < n {
 				out = append(out, m)
 			}
+		case m.phase == nomadnode.PhaseReady && cancelledBySomeoneElse(m.node, cfg.FleetID):
+			log.Info("node not chosen: someone cancelled this plugin's drain of it", "node_id", m.node.ID, "instance_id", m.inst.ID)
 		case m.phase == nomadnode.PhaseReady:
 			candidates = append(candidates, m.node.NodeListStub)
 			byNode[m.node.ID] = m
@@ -308,6 +363,9 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 type failure struct {
 	m   member
 	err error
+	// started says this removal started a drain on the node: only then is
+	// the node put back into service (never a node it did not touch).
+	started bool
 }
 
 // drainAll drains the victims that have a node, concurrently, and splits
@@ -332,11 +390,11 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := t.drain(ctx, log, cfg, v, spec, marks)
+			started, err := t.drain(ctx, log, cfg, v, spec, marks)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failed = append(failed, failure{m: v, err: err})
+				failed = append(failed, failure{m: v, err: err, started: started})
 				return
 			}
 			done = append(done, v)
@@ -347,31 +405,33 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 	return done, failed
 }
 
-func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyConfig, v member, spec *api.DrainSpec, marks map[string]string) error {
+// drain drains one victim; started says whether a drain was asked for
+// (StartDrain may have taken effect even when its answer was lost).
+func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyConfig, v member, spec *api.DrainSpec, marks map[string]string) (started bool, err error) {
 	log = log.With("node_id", v.node.ID, "instance_id", v.inst.ID)
 	// The choice was made on an observation that may be seconds old: an
 	// operator (or an interruption) may have drained or cordoned the node
 	// since. Never take over someone else's drain.
 	var n *api.Node
-	err := t.withNomadRetry(ctx, log, "reading the node before its drain", func() error {
+	err = t.withNomadRetry(ctx, log, "reading the node before its drain", func() error {
 		var err error
 		n, err = t.nodes.NodeInfo(ctx, v.node.ID)
 		return err
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	if n.Status != api.NodeStatusReady || n.DrainStrategy != nil || n.SchedulingEligibility != api.NodeSchedulingEligible {
-		return fmt.Errorf("node changed since it was chosen (status %s, eligibility %s, draining %t): left alone",
+		return false, fmt.Errorf("node changed since it was chosen (status %s, eligibility %s, draining %t): left alone",
 			n.Status, n.SchedulingEligibility, n.DrainStrategy != nil)
 	}
 	log.Info("draining node", "deadline", cfg.DrainDeadline.String())
 	if err := t.withNomadRetry(ctx, log, "starting the drain", func() error {
 		return t.nodes.StartDrain(ctx, v.node.ID, spec, marks)
 	}); err != nil {
-		return err
+		return true, err
 	}
-	return nomadnode.WaitDrained(ctx, t.nodes, v.node.ID, nomadnode.WaitOptions{
+	return true, nomadnode.WaitDrained(ctx, t.nodes, v.node.ID, nomadnode.WaitOptions{
 		Marks: marks, IgnoreSystemJobs: cfg.IgnoreSystemJobs, Poll: t.drainPoll,
 		OnTransient: func(err error) {
 			log.Warn("drain monitor: Nomad did not answer; still waiting for the drain", "error", err)
@@ -407,6 +467,14 @@ func (t *TargetPlugin) withNomadRetry(ctx context.Context, log hclog.Logger, wha
 func (t *TargetPlugin) abandon(ctx context.Context, log hclog.Logger, cfg *policyConfig, failed []failure) {
 	for _, f := range failed {
 		id := f.m.inst.ID
+		if !f.started {
+			// Never touched: only the mark goes.
+			log.Warn("removal abandoned before its drain; the node is left as it is", "instance_id", id, "error", f.err)
+			if err := t.fleet.Untag(ctx, []string{id}, tagScaleIn); err != nil {
+				log.Error("could not remove the scale-in mark from the instance", "instance_id", id, "error", err)
+			}
+			continue
+		}
 		log.Warn("removal abandoned; putting the node back into service", "instance_id", id, "error", f.err)
 		if err := t.fleet.Tag(ctx, []string{id}, map[string]string{tagScaleIn: abandonedPrefix + " at=" + t.now().UTC().Format(time.RFC3339)}); err != nil {
 			log.Error("could not mark the removal abandoned on the instance", "instance_id", id, "error", err)
@@ -439,11 +507,11 @@ func (t *TargetPlugin) release(ctx context.Context, cfg *policyConfig, m member)
 		return nil
 	}
 	if n.DrainStrategy == nil && n.LastDrain.Status == api.DrainStatusCanceled {
-		// The plugin never cancels its drain before this point: someone
-		// else did, and chose the node's eligibility (-keep-ineligible).
+		// Cancelled already: by the plugin (then it is eligible), or by
+		// someone else, who chose the node's eligibility (-keep-ineligible).
 		return nil
 	}
-	return t.nodes.CancelDrain(ctx, m.node.ID, drainMeta(cfg.FleetID))
+	return t.nodes.CancelDrain(ctx, m.node.ID, cancelMeta(cfg.FleetID))
 }
 
 func memberIDs(ms []member) []string {
