@@ -141,8 +141,8 @@ func TestShortFleetShrinksWithoutLosingARunningNode(t *testing.T) {
 		t.Errorf("no ready node left: %v", err)
 	}
 	noLostAllocs(t, nc, jobID)
-	if !hasLogLine(agent.Logs(), "scaled in:", "from=4", "to=1", "terminated=") {
-		t.Errorf("agent log has no scale-in from 4 to 1")
+	if !hasLogLine(agent.Logs(), "scaled in:", "from=2", "to=1", "target_capacity=1", "terminated=") {
+		t.Errorf("agent log has no scale-in from the 2 running to 1")
 	}
 	lo, hi, samples := watch.bounds()
 	t.Logf("target ranged %d..%d over %d samples; drained %v", lo, hi, samples, drained)
@@ -303,8 +303,8 @@ scaling "spot_pool" {
 	if counts := noLostAllocs(t, nc, jobID); counts["running"] != 1 {
 		t.Errorf("job allocations %s, want 1 running", formatCounts(counts))
 	}
-	if !hasLogLine(agent.Logs(), "scaled out:", "from=2", "to=3") {
-		t.Errorf("agent log has no scale-out from 2 to 3")
+	if !hasLogLine(agent.Logs(), "scaled out", "from=1", "to=2", "target_capacity=3") {
+		t.Errorf("agent log has no scale-out from the 1 serving node to 2 (target 3 with the draining one)")
 	}
 }
 

@@ -207,6 +207,46 @@ func serving(ms []member) int {
 	return n
 }
 
+// capacity is the fleet in the agent's units.
+type capacity struct {
+	// count is what Status reports and what the agent's desired count is
+	// compared with: the target (or, in a shortage, the running instances)
+	// less the instances that do not serve. Capacity still coming counts.
+	count int
+	// serving counts the instances that serve or are about to (serving).
+	serving int
+	// held counts the running instances that do not serve and that no
+	// scale-in chose: draining (someone else's drain), cordoned, down, or
+	// unknown. They take up target capacity without giving any.
+	held int
+	// marked counts the instances a scale-in chose.
+	marked int
+	// shortSince is when the shortage began, zero when there is none.
+	shortSince time.Time
+}
+
+// capacityOf reads the fleet's capacity from an observation. In a shortage
+// (fewer instances than the target for longer than launch_timeout) only the
+// running instances count; otherwise the target does (capacity coming), or
+// the instances when more run than the target.
+func (t *TargetPlugin) capacityOf(cfg *policyConfig, fs *fleetState, w *world, ms []member) capacity {
+	now := t.now()
+	c := capacity{serving: serving(ms)}
+	for _, m := range ms {
+		if m.marked {
+			c.marked++
+		}
+	}
+	c.held = len(w.instances) - c.serving - c.marked
+	base := max(w.req.TargetCapacity, len(w.instances))
+	if since := fs.noteShortage(len(w.instances) < w.req.TargetCapacity, now, w.lastEvent); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
+		c.shortSince = since
+		base = len(w.instances)
+	}
+	c.count = max(0, base-c.held-c.marked)
+	return c
+}
+
 // phases counts the fleet's instances per phase, for the status meta.
 func phases(ms []member) string {
 	counts := map[string]int{}

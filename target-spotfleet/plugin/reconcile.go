@@ -120,7 +120,10 @@ func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *pol
 // It returns why the scale-in is still pending, or "".
 func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, ms []member) string {
 	target := w.req.TargetCapacity
-	surplus := len(w.instances) - target
+	// Instances beyond the target that do not serve (an operator's cordoned
+	// node) are not the room a lowered target leaves.
+	c := t.capacityOf(cfg, fs, w, w.members(cfg))
+	surplus := len(w.instances) - c.held - target
 	if surplus < len(ms) {
 		// Lower by the instances not yet given up by the target, but never
 		// below the target the scale-in meant to reach (a raise made since

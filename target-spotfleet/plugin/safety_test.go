@@ -300,9 +300,13 @@ func TestScaleOutWhileAnotherNodeDrains(t *testing.T) {
 	st, err := r.plugin.Status(r.config)
 	require.NoError(t, err)
 	require.True(t, st.Ready, st.Meta[metaNotReadyCause])
+	require.EqualValues(t, 1, st.Count, "the draining node is capacity that is going")
 	require.NoError(t, r.plugin.Scale(action(3), r.config))
-	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
+	require.Equal(t, 4, r.ec2.TargetCapacity(r.fleetID), "3 that serve, and the one that drains")
 	r.joinNewInstances()
+	st, err = r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, st.Count)
 
 	// And in: the draining node is not chosen and does not count as
 	// serving, so desiring one node keeps one that serves.
@@ -310,7 +314,7 @@ func TestScaleOutWhileAnotherNodeDrains(t *testing.T) {
 	running := r.ec2.Running(r.fleetID)
 	require.Contains(t, running, ids[0])
 	require.Len(t, running, 2)
-	require.Len(t, r.nomad.drainedNodes(), 1)
+	require.Len(t, r.nomad.drainedNodes(), 2)
 	st, err = r.plugin.Status(r.config)
 	require.NoError(t, err)
 	require.Equal(t, "1", st.Meta[metaReadyNodes])

@@ -39,46 +39,41 @@ func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyC
 		return sdk.NewTargetScalingNoOpError("spot fleet request %s: not scaling while an earlier scale-in is unfinished: %v", cfg.FleetID, pending)
 	}
 
-	from, to := w.req.TargetCapacity, int(action.Count)
+	c := t.capacityOf(cfg, fs, w, w.members(cfg))
+	to := int(action.Count)
 	switch {
-	case serving(w.members(cfg)) > to:
-		// Fewer wanted than serve; also when more serve than the target
-		// (an operator put a cordoned node back, say).
+	case to > c.count:
+		return t.scaleOut(ctx, log, cfg, fs, w, c, action)
+	case to < c.count:
 		return t.scaleIn(ctx, log, cfg, fs, w, action)
-	case to > from:
-		return t.scaleOut(ctx, log, cfg, fs, w, action)
-	case to < from:
-		return t.scaleIn(ctx, log, cfg, fs, w, action)
-	case len(w.instances) < from:
-		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity is already %d, %d instances run: waiting for spot capacity",
-			cfg.FleetID, from, len(w.instances))
 	default:
-		log.Info("no scaling needed", "target_capacity", from, "desired", to, "reason", action.Reason)
+		log.Info("no scaling needed", "count", c.count, "target_capacity", w.req.TargetCapacity, "desired", to, "reason", action.Reason)
 		return nil
 	}
 }
 
-// scaleOut raises the fleet's target capacity by the difference between the
-// desired count and the target observed (read again just before the change,
-// so a change made meanwhile is kept) and waits a short while to see the
-// instances launched.
-func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
+// scaleOut sets the target to the desired count plus the instances that
+// take up target capacity without serving (capacity.held), as a difference
+// to the target read again just before the change (so a change made
+// meanwhile is kept), and waits a short while to see the instances launched.
+// In a shortage the new target may be lower than the old one.
+func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, c capacity, action sdk.ScalingAction) error {
 	from, to := w.req.TargetCapacity, int(action.Count)
-	log = log.With("action", "scale_out", "from", from, "to", to)
+	goal := to + c.held
+	log = log.With("action", "scale_out", "from", c.count, "to", to, "target_capacity_before", from)
+	if goal == from {
+		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity is already %d (%d instances run, %d serve): waiting for spot capacity",
+			cfg.FleetID, from, len(w.instances), c.serving)
+	}
 	if cfg.DryRun {
-		log.Info("dry-run: would raise target capacity", "running", len(w.instances), "reason", action.Reason)
+		log.Info("dry-run: would set target capacity", "target_capacity", goal, "running", len(w.instances), "reason", action.Reason)
 		return nil
 	}
 
-	// Instances beyond the target that do not serve (an operator's cordoned
-	// node left after a scale-in) fill none of the new capacity: add them.
-	ms := w.members(cfg)
-	excess, held := max(0, len(w.instances)-from), len(w.instances)-serving(ms)
-	delta := to + min(excess, max(0, held)) - from
 	// noTermination keeps EC2 from ever choosing victims on its own.
-	before, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, delta)
+	before, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, goal-from)
 	if err != nil {
-		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, from, to, err)
+		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
 	t.recordEvent(ctx, log, fs)
 	fs.noteShortage(len(w.instances) < after, t.now(), time.Time{})
@@ -86,12 +81,12 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 	running := t.waitLaunched(ctx, cfg, after)
 	if running < after {
 		log.Warn("scaled out: target capacity raised, capacity still launching", "target_capacity", after, "read_before_change", before,
-			"running", running, "waited", min(cfg.LaunchTimeout, t.launchConfirm).String(),
+			"running", running, "not_serving", c.held, "waited", min(cfg.LaunchTimeout, t.launchConfirm).String(),
 			"note", fmt.Sprintf("if it does not come within %s=%s the status reports a shortage and counts only running instances", configKeyLaunchTimeout, cfg.LaunchTimeout),
 			"reason", action.Reason)
 		return nil
 	}
-	log.Info("scaled out", "target_capacity", after, "read_before_change", before, "running", running, "reason", action.Reason)
+	log.Info("scaled out", "target_capacity", after, "read_before_change", before, "running", running, "not_serving", c.held, "reason", action.Reason)
 	return nil
 }
 

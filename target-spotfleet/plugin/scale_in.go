@@ -84,9 +84,11 @@ func markTarget(v string) int {
 // instances. A node whose drain fails goes back into service.
 func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
 	to := int(action.Count)
-	log = log.With("action", "scale_in", "from", w.req.TargetCapacity, "to", to, "running", len(w.instances))
-	if n := max(0, serving(w.members(cfg))-to); n == 0 {
-		return t.lowerTargetOnly(ctx, log, cfg, fs, w, action)
+	log = log.With("action", "scale_in", "to", to, "running", len(w.instances))
+	c := t.capacityOf(cfg, fs, w, w.members(cfg))
+	n := max(0, c.serving-to)
+	if n == 0 {
+		return t.lowerTargetOnly(ctx, log, cfg, fs, w, c, action)
 	}
 
 	// A removal that failed after its drain began (EC2 refused the
@@ -96,11 +98,13 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		return sdk.NewTargetScalingNoOpError("scale in of %s: not draining again before %s after a failed removal: %s",
 			cfg.FleetID, until.UTC().Format(time.RFC3339), why)
 	}
+	// A provisional choice: when nothing can be removed, say so without
+	// touching the fleet.
+	victims, err := t.chooseVictims(log, cfg, w, n, to)
+	if err != nil {
+		return err
+	}
 	if cfg.DryRun {
-		victims, err := t.chooseVictims(log, cfg, w, max(0, serving(w.members(cfg))-to), to)
-		if err != nil {
-			return err
-		}
 		log.Info("dry-run: would drain and terminate", "instances", memberIDs(victims), "reason", action.Reason)
 		return nil
 	}
@@ -111,22 +115,22 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
 	}
 
-	// Step 2: choose, on a fresh reading: the check may have waited for the
-	// fleet, and the observation may be seconds old (another node may have
-	// begun to drain since).
-	w, err := t.observe(ctx, cfg, fs)
-	if err != nil {
+	// Step 2: choose again on the pool's nodes read again now: the check may
+	// have waited for the fleet, and another node may have begun to drain
+	// since the observation. (The instances are those observed: capacity
+	// that appears meanwhile is not counted on.)
+	if w, err = t.refreshNodes(ctx, cfg, fs, w); err != nil {
 		return err
 	}
-	from, live := w.req.TargetCapacity, serving(w.members(cfg))
-	n := max(0, live-to)
-	if n == 0 {
-		return t.lowerTargetOnly(ctx, log, cfg, fs, w, action)
+	c = t.capacityOf(cfg, fs, w, w.members(cfg))
+	from, live := w.req.TargetCapacity, c.serving
+	if n = max(0, live-to); n == 0 {
+		return t.lowerTargetOnly(ctx, log, cfg, fs, w, c, action)
 	}
-	victims, err := t.chooseVictims(log, cfg, w, n, to)
-	if err != nil {
+	if victims, err = t.chooseVictims(log, cfg, w, n, to); err != nil {
 		return err
 	}
+	log = log.With("from", c.count)
 	ids := memberIDs(victims)
 	plannedTarget := max(to, live-len(victims))
 	if err := t.fleet.CheckTerminate(ctx, ids); err != nil {
@@ -185,26 +189,50 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 }
 
 // lowerTargetOnly is the scale-in of a fleet where no more instances serve
-// than desired (a shortage): only the target goes down; every running node
-// stays.
-func (t *TargetPlugin) lowerTargetOnly(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, action sdk.ScalingAction) error {
-	from, to, live := w.req.TargetCapacity, int(action.Count), serving(w.members(cfg))
-	if to >= from {
-		log.Info("no scaling needed", "target_capacity", from, "serving", live, "desired", to, "reason", action.Reason)
+// than desired (capacity still coming, or a shortage): only the target goes
+// down, to the desired count plus the instances that do not serve; every
+// running node stays.
+func (t *TargetPlugin) lowerTargetOnly(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, c capacity, action sdk.ScalingAction) error {
+	from, to := w.req.TargetCapacity, int(action.Count)
+	goal := min(from, to+c.held)
+	if goal == from {
+		log.Info("no scaling needed", "count", c.count, "target_capacity", from, "serving", c.serving, "desired", to, "reason", action.Reason)
 		return nil
 	}
 	if cfg.DryRun {
-		log.Info("dry-run: would lower target capacity only", "reason", action.Reason)
+		log.Info("dry-run: would lower target capacity only", "target_capacity", goal, "reason", action.Reason)
 		return nil
 	}
-	_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, to-from)
+	_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, goal-from)
 	if err != nil {
-		return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, from, to, err)
+		return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
 	t.recordEvent(ctx, log, fs)
-	log.Info("scaled in: lowered target capacity only; no running node removed",
-		"target_capacity", after, "why", fmt.Sprintf("%d instances serve, not more than the %d desired", live, to), "reason", action.Reason)
+	log.Info("scaled in: lowered target capacity only; no running node removed", "from", c.count,
+		"target_capacity", after, "why", fmt.Sprintf("%d instances serve, not more than the %d desired", c.serving, to), "reason", action.Reason)
 	return nil
+}
+
+// refreshNodes returns a copy of w with the pool's nodes read again.
+func (t *TargetPlugin) refreshNodes(ctx context.Context, cfg *policyConfig, fs *fleetState, w *world) (*world, error) {
+	listing, err := t.mapper.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
+	if err != nil {
+		return nil, err
+	}
+	fresh := *w
+	fresh.at = t.now()
+	fresh.unmapped, fresh.addresses = listing.Unmapped, listing.Addresses
+	fresh.nodes = map[string]nomadnode.Node{}
+	running := w.runningIDs()
+	for _, n := range listing.Nodes {
+		if running[n.InstanceID] {
+			fresh.nodes[n.InstanceID] = n
+		}
+	}
+	fs.mu.Lock()
+	fs.last = &fresh
+	fs.mu.Unlock()
+	return &fresh, nil
 }
 
 // changeCapacityPatiently changes the target capacity by delta from the
@@ -316,7 +344,8 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 	var out []member
 	var candidates []*api.NodeListStub
 	byNode := map[string]member{}
-	for _, m := range w.members(cfg) {
+	ms := w.members(cfg)
+	for _, m := range ms {
 		switch {
 		case m.marked:
 		case m.notJoined:
@@ -333,7 +362,13 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 	for _, u := range w.unmapped {
 		log.Warn("pool node left out of scale-in", "node_id", u.NodeID, "error", u.Err)
 	}
-	if rest := min(n-len(out), len(candidates)-desired); rest > 0 {
+	ready := 0 // every ready node, kept ones included: none stands in for another
+	for _, m := range ms {
+		if !m.marked && m.phase == nomadnode.PhaseReady {
+			ready++
+		}
+	}
+	if rest := min(n-len(out), ready-desired, len(candidates)); rest > 0 {
 		// Newest first: the SDK's create-index selectors assume this order.
 		sort.Slice(candidates, func(i, j int) bool {
 			if candidates[i].CreateIndex != candidates[j].CreateIndex {

@@ -23,6 +23,7 @@ const (
 	metaNotJoined     = "spot_fleet.not_joined"
 	metaUnmapped      = "spot_fleet.unmapped_nodes"
 	metaRemovalPaused = "spot_fleet.scale_in_paused"
+	metaHeld          = "spot_fleet.not_serving"
 	metaNotReadyCause = "spot_fleet.not_ready_because"
 )
 
@@ -52,10 +53,11 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 
 // statusOf turns an observation into the agent's status.
 //
-// Count is the fleet's TargetCapacity, except during a capacity shortage:
-// when fewer instances run than the target for longer than launch_timeout,
-// Count is the number of running instances, so the strategy multiplies only
-// capacity that exists. Nodes that join, drain or are cordoned never make the
+// Count is the fleet's TargetCapacity (capacity coming counts), except
+// during a capacity shortage: when fewer instances run than the target for
+// longer than launch_timeout, only the running instances count, so the
+// strategy multiplies only capacity that exists. Instances that do not serve
+// (see capacity) are left out either way. Nodes that join, drain or are cordoned never make the
 // fleet not ready; it is not ready only while the request cannot be changed
 // (not active), while a scale-in of an earlier run is unfinished, and during
 // the restart cooldown.
@@ -72,7 +74,8 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 	}
 
 	running, target := len(w.instances), w.req.TargetCapacity
-	count := target
+	c := t.capacityOf(cfg, fs, w, ms)
+	count := c.count
 	meta := map[string]string{
 		metaState:      string(w.req.State),
 		metaTarget:     strconv.Itoa(target),
@@ -84,16 +87,15 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 	// notes are logged; stable is what they say without durations, so that
 	// an unchanged state is logged once.
 	var notes, stable []string
-	if since := fs.noteShortage(running < target, now, w.lastEvent); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
-		count = running
+	if !c.shortSince.IsZero() {
 		meta[metaShortage] = fmt.Sprintf("%d of %d instances running for %s (more than %s=%s): counting the %d running",
-			running, target, now.Sub(since).Round(time.Second), configKeyLaunchTimeout, cfg.LaunchTimeout, running)
+			running, target, now.Sub(c.shortSince).Round(time.Second), configKeyLaunchTimeout, cfg.LaunchTimeout, running)
 		notes = append(notes, "capacity shortage: "+meta[metaShortage])
 		stable = append(stable, fmt.Sprintf("shortage %d/%d", running, target))
 	}
-	// More may serve than the target (an operator put a cordoned node back
-	// into service): the agent sees them, so it can scale them in.
-	count = max(count, serving(ms))
+	if c.held > 0 {
+		meta[metaHeld] = strconv.Itoa(c.held)
+	}
 	if until, why := fs.removalBlocked(now); why != "" {
 		meta[metaRemovalPaused] = fmt.Sprintf("until %s after a failed removal: %s", until.UTC().Format(time.RFC3339), why)
 		notes = append(notes, "scale-in paused "+meta[metaRemovalPaused])

@@ -38,14 +38,14 @@ func TestStatus(t *testing.T) {
 			wantCount: 3, wantReason: "fleet request is cancelled_running",
 		},
 		{
-			name: "an operator's drain does not freeze scaling",
+			name: "an operator's drain does not freeze scaling; the node does not count",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[1]], func(n *api.Node) {
 					n.DrainStrategy = &api.DrainStrategy{}
 					n.SchedulingEligibility = api.NodeSchedulingIneligible
 				})
 			},
-			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "draining=1,ready=2", metaReadyNodes: "2"},
+			wantReady: true, wantCount: 2, wantMeta: map[string]string{metaPhases: "draining=1,ready=2", metaReadyNodes: "2", metaHeld: "1"},
 		},
 		{
 			name: "an initializing node does not freeze scaling",
@@ -93,7 +93,7 @@ func TestStatus(t *testing.T) {
 				r.nomad.addNode(ids[0]+"-twin", "spot")
 				r.nomad.update("node-"+ids[0]+"-twin", func(n *api.Node) { n.Meta["ec2_instance_id"] = ids[0] })
 			},
-			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaReadyNodes: "2", metaPhases: "ready=2,unknown=1"},
+			wantReady: true, wantCount: 2, wantMeta: map[string]string{metaReadyNodes: "2", metaPhases: "ready=2,unknown=1", metaHeld: "1"},
 		},
 	}
 	for _, tc := range cases {
