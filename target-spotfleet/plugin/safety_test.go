@@ -374,3 +374,20 @@ func TestPurgeWaitsUntilTheNodeIsDown(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, r.nomad.callCount("Purge"), "purged once")
 }
+
+func TestAFailedDrainPausesScaleInEvenWhenOthersWereRemoved(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := r.ec2.Running(r.fleetID)
+	sort.Strings(ids)
+	wg := operatorCancelsDrainOf(r, r.nodeOf[ids[0]], true)
+
+	err := r.plugin.Scale(action(1), r.config) // ids[0] and ids[1] chosen
+	wg.Wait()
+	require.ErrorContains(t, err, "1 of 2 instances removed")
+	require.NotContains(t, r.ec2.Running(r.fleetID), ids[1], "the other node was removed")
+
+	err = r.plugin.Scale(action(1), r.config)
+	var noop *sdk.TargetScalingNoOpError
+	require.ErrorAs(t, err, &noop)
+	require.ErrorContains(t, err, "after a failed removal")
+}

@@ -175,9 +175,10 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	// Step 6: terminate exactly those instances; purge their nodes.
 	terminated, notTerminated := t.terminate(ctx, log, cfg, fs, removable)
 
-	if len(notTerminated) > 0 {
+	switch {
+	case len(notTerminated) > 0:
 		fs.removalFailed(t.now(), joinFailures(notTerminated))
-	} else {
+	case len(failed) == 0:
 		fs.removalSucceeded()
 	}
 	log.Info("scaled in", "target_capacity", newTarget, "selector", cfg.Selector, "terminated", memberIDs(terminated),
