@@ -153,6 +153,9 @@ func (w *world) members(cfg *policyConfig) []member {
 		if n, ok := w.nodes[in.ID]; ok {
 			m.node = &n
 			m.phase, _ = nomadnode.PhaseOf(n.NodeListStub)
+			// A node still initializing long after its instance started
+			// is as broken as none (it has no allocation either).
+			m.notJoined = m.phase == nomadnode.PhaseJoining && in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout
 		} else if w.isUnmapped(in.ID) {
 			m.unknown = true
 		} else if in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout {
@@ -210,8 +213,10 @@ func serving(ms []member) int {
 // capacity is the fleet in the agent's units.
 type capacity struct {
 	// count is what Status reports and what the agent's desired count is
-	// compared with: the target (or, in a shortage, the running instances)
-	// less the instances that do not serve. Capacity still coming counts.
+	// compared with: the nodes that take work now (ready, eligible, not
+	// draining). Only they carry the load the APM measures, so only they are
+	// multiplied by the strategy; capacity still joining or launching, and
+	// instances that do not serve, are left out.
 	count int
 	// serving counts the instances that serve or are about to (serving).
 	serving int
@@ -221,29 +226,35 @@ type capacity struct {
 	held int
 	// marked counts the instances a scale-in chose.
 	marked int
+	// notJoined counts the broken instances (no node, or a node still
+	// initializing, after node_join_timeout).
+	notJoined int
 	// shortSince is when the shortage began, zero when there is none.
 	shortSince time.Time
 }
 
-// capacityOf reads the fleet's capacity from an observation. In a shortage
-// (fewer instances than the target for longer than launch_timeout) only the
-// running instances count; otherwise the target does (capacity coming), or
-// the instances when more run than the target.
+// capacityOf reads the fleet's capacity from an observation. A shortage
+// (fewer instances than the target for longer than launch_timeout, or a
+// scale-out that saw nothing launch) is reported, not counted: the count
+// holds ready nodes only.
 func (t *TargetPlugin) capacityOf(cfg *policyConfig, fs *fleetState, w *world, ms []member) capacity {
 	now := t.now()
 	c := capacity{serving: serving(ms)}
 	for _, m := range ms {
-		if m.marked {
+		switch {
+		case m.marked:
 			c.marked++
+		case m.notJoined:
+			c.notJoined++
+		case m.phase == nomadnode.PhaseReady:
+			c.count++
 		}
 	}
 	c.held = len(w.instances) - c.serving - c.marked
-	base := max(w.req.TargetCapacity, len(w.instances))
-	if since := fs.noteShortage(len(w.instances) < w.req.TargetCapacity, now, w.lastEvent); !since.IsZero() && now.Sub(since) >= cfg.LaunchTimeout {
+	if since := fs.noteShortage(len(w.instances) < w.req.TargetCapacity, now, w.lastEvent); !since.IsZero() &&
+		(now.Sub(since) >= cfg.LaunchTimeout || fs.shortageConfirmed()) {
 		c.shortSince = since
-		base = len(w.instances)
 	}
-	c.count = max(0, base-c.held-c.marked)
 	return c
 }
 

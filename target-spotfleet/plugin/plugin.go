@@ -110,8 +110,8 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 	return nil
 }
 
-// Scale implements target.Controller. action.Count is the new target
-// capacity; see scale for how it is reached.
+// Scale implements target.Controller. action.Count is the number of ready
+// nodes wanted; see scale for how the target follows.
 func (t *TargetPlugin) Scale(action sdk.ScalingAction, config map[string]string) error {
 	if t.fleet == nil {
 		return fmt.Errorf("%s: SetConfig was not called", PluginName)

@@ -128,7 +128,10 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 		// Lower by the instances not yet given up by the target, but never
 		// below the target the scale-in meant to reach (a raise made since
 		// is kept).
-		newTarget := target - (len(ms) - max(0, surplus))
+		// What the scale-in meant: the nodes that still serve (and
+		// capacity requested but not launched), never more than the
+		// target less these instances, never below the mark's target.
+		newTarget := min(target-(len(ms)-max(0, surplus)), c.serving+max(0, target-len(w.instances)))
 		for _, m := range ms {
 			newTarget = max(newTarget, markTarget(m.inst.Tags[tagScaleIn]))
 		}

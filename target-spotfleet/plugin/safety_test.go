@@ -32,10 +32,15 @@ func shortRig(t *testing.T) (*rig, []string) {
 func TestScaleInDuringShortageKeepsRunningNodes(t *testing.T) {
 	r, running := shortRig(t)
 
+	st, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, st.Count, "the agent is given the two nodes that run")
+	// The agent wants 3 of them: the target that never filled goes down
+	// to 3; wanting the 2 that run changes nothing.
 	require.NoError(t, r.plugin.Scale(action(3), r.config))
 	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
 	require.NoError(t, r.plugin.Scale(action(2), r.config))
-	require.Equal(t, 2, r.ec2.TargetCapacity(r.fleetID))
+	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
 
 	require.Empty(t, r.nomad.drainedNodes(), "no running node may be drained while no more run than desired")
 	require.Equal(t, running, r.ec2.Running(r.fleetID))
@@ -96,7 +101,8 @@ func TestScaleOutWithoutCapacityDoesNotHoldThePolicy(t *testing.T) {
 	st, err := r.plugin.Status(cfg)
 	require.NoError(t, err)
 	require.True(t, st.Ready, "capacity that has not come must not freeze scaling: %s", st.Meta[metaNotReadyCause])
-	require.EqualValues(t, 3, st.Count, "within launch_timeout the requested capacity counts as coming")
+	require.EqualValues(t, 2, st.Count, "capacity that has not launched is not counted")
+	require.Contains(t, st.Meta[metaShortage], "2 of 3 instances running", "a scale-out that saw nothing launch reports the shortage at once")
 }
 
 func TestDrainRidesOutTransientNomadErrors(t *testing.T) {
@@ -224,11 +230,32 @@ func TestNeverJoinedInstancesAreRemovedFirstWithoutDrain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, broken, st.Meta[metaNotJoined])
 
-	require.NoError(t, r.plugin.Scale(action(2), r.config))
+	require.EqualValues(t, 2, st.Count)
 
-	require.Equal(t, ids[:2], r.ec2.Running(r.fleetID))
-	require.Empty(t, r.nomad.drainedNodes(), "a healthy node is never drained while a broken instance can go")
-	require.Equal(t, 2, r.ec2.TargetCapacity(r.fleetID))
+	require.NoError(t, r.plugin.Scale(action(1), r.config))
+
+	require.NotContains(t, r.ec2.Running(r.fleetID), broken, "the broken instance goes first")
+	require.Len(t, r.ec2.Running(r.fleetID), 1)
+	require.Len(t, r.nomad.drainedNodes(), 1, "only the one healthy node that had to go was drained")
+	require.Equal(t, 1, r.ec2.TargetCapacity(r.fleetID))
+}
+
+func TestScaleOutReplacesInstancesThatNeverJoined(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := r.ec2.Running(r.fleetID)
+	sort.Strings(ids)
+	broken := ids[2]
+	r.nomad.update(r.nodeOf[broken], func(n *api.Node) { n.Status = api.NodeStatusInit }) // stuck initializing
+	r.now = r.now.Add(time.Hour)                                                          // past node_join_timeout
+
+	_ = r.plugin.Scale(action(3), r.config)
+
+	require.NotContains(t, r.ec2.Running(r.fleetID), broken, "terminated without a drain")
+	_, err := r.plugin.Status(r.config) // the maintain fleet refills in the meantime
+	require.NoError(t, err)
+	require.Len(t, r.ec2.Running(r.fleetID), 3, "replaced by the maintain fleet")
+	require.Empty(t, r.nomad.drainedNodes())
+	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID))
 }
 
 func TestOperatorCordonedNodesAreNeverChosen(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 // Fleet request.
 const maxTargetCapacity = 10000
 
-// scale brings the fleet to action.Count, which becomes the new target
-// capacity. Scale-in removes only instances that run: max(0, running -
+// scale brings the fleet to action.Count ready nodes (see capacity and
+// scaleOut for how the target follows). Scale-in removes only instances that run: max(0, running -
 // desired) of them; when no more run than desired (a capacity shortage), it
 // only lowers the target.
 func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, action sdk.ScalingAction) error {
@@ -52,22 +52,28 @@ func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyC
 	}
 }
 
-// scaleOut sets the target to the desired count plus the instances that
-// take up target capacity without serving (capacity.held), as a difference
-// to the target read again just before the change (so a change made
-// meanwhile is kept), and waits a short while to see the instances launched.
-// In a shortage the new target may be lower than the old one.
+// scaleOut asks for more ready nodes. The target becomes the desired count
+// plus the instances that take up target without serving (capacity.held),
+// but in this direction never less than the instances that exist: capacity
+// that is joining already counts toward the desired nodes, and requested
+// capacity that never launched (a shortage) may be asked for again at the
+// new, lower figure. The change is a difference to the target read again just
+// before it (a change made meanwhile is kept). Broken instances (never
+// joined) are terminated first, without a drain (they run nothing), for the
+// maintain fleet to replace. Then it waits a short while to see the
+// instances launched; if none does, the shortage is reported at once.
 func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, c capacity, action sdk.ScalingAction) error {
 	from, to := w.req.TargetCapacity, int(action.Count)
-	goal := to + c.held
+	goal := min(max(to+c.held, len(w.instances)-c.marked-c.notJoined), max(from, to+c.held))
 	log = log.With("action", "scale_out", "from", c.count, "to", to, "target_capacity_before", from)
-	if goal == from {
-		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity is already %d (%d instances run, %d serve): waiting for spot capacity",
-			cfg.FleetID, from, len(w.instances), c.serving)
-	}
 	if cfg.DryRun {
 		log.Info("dry-run: would set target capacity", "target_capacity", goal, "running", len(w.instances), "reason", action.Reason)
 		return nil
+	}
+	t.replaceBroken(ctx, log, cfg, w)
+	if goal == from {
+		return sdk.NewTargetScalingNoOpError("spot fleet request %s: target capacity %d already covers %d ready nodes (%d ready, %d serving or joining, %d instances): waiting for them",
+			cfg.FleetID, from, to, c.count, c.serving, len(w.instances))
 	}
 
 	// noTermination keeps EC2 from ever choosing victims on its own.
@@ -77,17 +83,44 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 	}
 	t.recordEvent(ctx, log, fs)
 	fs.noteShortage(len(w.instances) < after, t.now(), time.Time{})
+	if after < before {
+		log.Info("scaled out: lowered a target that capacity never filled", "target_capacity", after, "read_before_change", before,
+			"running", len(w.instances), "not_serving", c.held, "reason", action.Reason)
+		return nil
+	}
 
 	running := t.waitLaunched(ctx, cfg, after)
 	if running < after {
-		log.Warn("scaled out: target capacity raised, capacity still launching", "target_capacity", after, "read_before_change", before,
-			"running", running, "not_serving", c.held, "waited", min(cfg.LaunchTimeout, t.launchConfirm).String(),
-			"note", fmt.Sprintf("if it does not come within %s=%s the status reports a shortage and counts only running instances", configKeyLaunchTimeout, cfg.LaunchTimeout),
+		fs.confirmShortage()
+		log.Warn("scaled out: target capacity raised, capacity did not launch yet (reported as a shortage until it does)", "target_capacity", after,
+			"read_before_change", before, "running", running, "not_serving", c.held, "waited", min(cfg.LaunchTimeout, t.launchConfirm).String(),
 			"reason", action.Reason)
 		return nil
 	}
 	log.Info("scaled out", "target_capacity", after, "read_before_change", before, "running", running, "not_serving", c.held, "reason", action.Reason)
 	return nil
+}
+
+// replaceBroken terminates the instances that never joined Nomad (no node,
+// or one still initializing, after node_join_timeout): they run nothing, and
+// the maintain fleet replaces them. A failure is logged.
+func (t *TargetPlugin) replaceBroken(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world) {
+	var ids []string
+	for _, m := range w.members(cfg) {
+		if m.notJoined && !m.marked {
+			ids = append(ids, m.inst.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	for id, err := range t.fleet.Terminate(ctx, ids) {
+		if err != nil {
+			log.Error("could not terminate an instance that never joined Nomad", "instance_id", id, "error", err)
+			continue
+		}
+		log.Warn("terminated an instance that never joined Nomad; the fleet replaces it", "instance_id", id, "join_timeout", cfg.JoinTimeout.String())
+	}
 }
 
 // waitLaunched polls the fleet, with a doubling pause, until at least want

@@ -418,7 +418,7 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 	var done []member
 	var failed []failure
 	for _, v := range victims {
-		if v.node == nil {
+		if v.node == nil || v.notJoined {
 			log.Info("removing instance that never joined Nomad; nothing to drain", "instance_id", v.inst.ID, "launched", v.inst.LaunchTime)
 			done = append(done, v)
 			continue

@@ -35,8 +35,10 @@ type fleetState struct {
 	restoredEvent time.Time
 	eventKnown    bool
 	// shortSince is when the fleet was first seen running fewer instances
-	// than its target capacity, zero while it is not short.
-	shortSince time.Time
+	// than its target capacity, zero while it is not short; shortConfirmed
+	// says a scale-out saw its capacity not launch.
+	shortSince     time.Time
+	shortConfirmed bool
 	// last is the latest observation, reused by a Scale right after Status.
 	last *world
 	// lastStatus is the latest status, returned (not ready) during a Scale.
@@ -214,7 +216,7 @@ func (fs *fleetState) noteShortage(short bool, now, lastEvent time.Time) time.Ti
 	fs.observed = true
 	switch {
 	case !short:
-		fs.shortSince = time.Time{}
+		fs.shortSince, fs.shortConfirmed = time.Time{}, false
 	case fs.shortSince.IsZero() && first && !lastEvent.IsZero() && lastEvent.Before(now):
 		fs.shortSince = lastEvent
 	case fs.shortSince.IsZero():
@@ -226,4 +228,17 @@ func (fs *fleetState) noteShortage(short bool, now, lastEvent time.Time) time.Ti
 // observationKey says which policy settings an observation depends on.
 func observationKey(cfg *policyConfig) string {
 	return cfg.Pool.String() + " " + cfg.IDLookup.String()
+}
+
+// confirmShortage records that a scale-out saw its capacity not launch.
+func (fs *fleetState) confirmShortage() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.shortConfirmed = true
+}
+
+func (fs *fleetState) shortageConfirmed() bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.shortConfirmed
 }

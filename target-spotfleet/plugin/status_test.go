@@ -48,33 +48,33 @@ func TestStatus(t *testing.T) {
 			wantReady: true, wantCount: 2, wantMeta: map[string]string{metaPhases: "draining=1,ready=2", metaReadyNodes: "2", metaHeld: "1"},
 		},
 		{
-			name: "an initializing node does not freeze scaling",
+			name: "an initializing node does not freeze scaling and is not counted",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[0]], func(n *api.Node) { n.Status = api.NodeStatusInit })
 			},
-			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
+			wantReady: true, wantCount: 2, fresh: true, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
 		},
 		{
-			name: "a new instance that has not joined Nomad yet counts as coming",
+			name: "a new instance that has not joined Nomad yet is coming: not counted, no freeze",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[2]], func(n *api.Node) { n.Status = api.NodeStatusDown })
 			},
-			wantReady: true, wantCount: 3, fresh: true, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
+			wantReady: true, wantCount: 2, fresh: true, wantMeta: map[string]string{metaPhases: "joining=1,ready=2"},
 		},
 		{
 			name: "an instance that never joined is reported",
 			setup: func(r *rig, ids []string) {
 				r.nomad.update(r.nodeOf[ids[2]], func(n *api.Node) { n.Status = api.NodeStatusDown })
 			},
-			wantReady: true, wantCount: 3, wantMeta: map[string]string{metaPhases: "not_joined=1,ready=2", metaNotJoined: "$2"},
+			wantReady: true, wantCount: 2, wantMeta: map[string]string{metaPhases: "not_joined=1,ready=2", metaNotJoined: "$2"},
 		},
 		{
-			name: "missing capacity within launch_timeout counts as coming and does not freeze scaling",
+			name: "missing capacity within launch_timeout does not freeze scaling and is not counted",
 			setup: func(r *rig, ids []string) {
 				r.ec2.NoRefill = true
 				r.ec2.Kill(ids[0])
 			},
-			wantReady: true, wantCount: 3,
+			wantReady: true, wantCount: 2,
 		},
 		{
 			name: "missing capacity beyond launch_timeout is a shortage: only running instances count",
