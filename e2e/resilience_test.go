@@ -216,14 +216,7 @@ func TestScaleOutWhileAnotherNodeDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	policy := fmt.Sprintf(`
-scaling "spot_pool" {
-  enabled = true
-  min     = 1
-  max     = 4
-  policy {
-    cooldown            = "5s"
-    evaluation_interval = "3s"
+	policy := clusterPolicyWith(fleetID, 1, 4, `
     check "allocated_cpu" {
       source       = "apm-node"
       query        = "allocated_cpu node_class=spot"
@@ -231,17 +224,7 @@ scaling "spot_pool" {
       strategy "target-value" {
         target = 70
       }
-    }
-    target "spotfleet" {
-      spot_fleet_request_id  = %q
-      node_class             = "spot"
-      node_id_attribute      = "meta.ec2_instance_id"
-      node_drain_deadline    = "30s"
-      node_selector_strategy = "oldest_create_index"
-    }
-  }
-}
-`, fleetID)
+    }`, "")
 	agent, err := cloud.StartAutoscaler(ctx, localcloud.AutoscalerSpec{
 		ExtraHCL: apmNodeHCL + cloud.SpotfleetTargetHCL(),
 		Policies: map[string]string{"spot.hcl": policy},

@@ -16,12 +16,29 @@ import (
 	"github.com/nomad-spotfleet/nomad-spotfleet/e2e/localcloud"
 )
 
+// nomadAPMCheck is a policy check on the pool's allocated CPU with the stock
+// nomad-apm and target-value plugins.
+const nomadAPMCheck = `
+    check "allocated_cpu" {
+      source = "nomad-apm"
+      query  = "node_percentage-allocated_cpu/spot/class"
+
+      strategy "target-value" {
+        target = 70
+      }
+    }`
+
 // clusterPolicy is a cluster scaling policy for the fleet with the stock
 // nomad-apm (allocated CPU of the pool) and target-value strategy.
 //
 // The selector picks the oldest node, which always runs tasks here, so the
 // drains have work to move.
 func clusterPolicy(fleetID string, min, max int, targetExtra string) string {
+	return clusterPolicyWith(fleetID, min, max, nomadAPMCheck, targetExtra)
+}
+
+// clusterPolicyWith is clusterPolicy with another check block.
+func clusterPolicyWith(fleetID string, min, max int, check, targetExtra string) string {
 	return fmt.Sprintf(`
 scaling "spot_pool" {
   enabled = true
@@ -31,15 +48,7 @@ scaling "spot_pool" {
   policy {
     cooldown            = "5s"
     evaluation_interval = "3s"
-
-    check "allocated_cpu" {
-      source = "nomad-apm"
-      query  = "node_percentage-allocated_cpu/spot/class"
-
-      strategy "target-value" {
-        target = 70
-      }
-    }
+%s
 
     target "spotfleet" {
       spot_fleet_request_id  = %q
@@ -51,7 +60,7 @@ scaling "spot_pool" {
     }
   }
 }
-`, min, max, fleetID, targetExtra)
+`, min, max, check, fleetID, targetExtra)
 }
 
 // TestSpotFleetFollowsJobThroughRealAgent drives the real autoscaler agent
