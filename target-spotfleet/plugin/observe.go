@@ -36,6 +36,7 @@ type world struct {
 	nodes     map[string]nomadnode.Node // pool nodes by instance id, fleet instances only
 	unmapped  []nomadnode.Unmapped      // pool nodes without a (unique) instance id
 	addresses map[string]bool           // addresses of every listed node, any pool
+	seenReady map[string]bool           // node ids this process has seen ready
 	lastEvent time.Time
 }
 
@@ -71,6 +72,7 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 			w.nodes[n.InstanceID] = n
 		}
 	}
+	w.seenReady = fs.noteReady(listing.Nodes)
 	// The last-event tag is written by this plugin only: read it once per
 	// process (it tells the time of an action made before a restart), then
 	// keep it in memory.
@@ -153,9 +155,10 @@ func (w *world) members(cfg *policyConfig) []member {
 		if n, ok := w.nodes[in.ID]; ok {
 			m.node = &n
 			m.phase, _ = nomadnode.PhaseOf(n.NodeListStub)
-			// A node still initializing long after its instance started
-			// is as broken as none (it has no allocation either).
-			m.notJoined = m.phase == nomadnode.PhaseJoining && in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout
+			// A node still initializing long after its instance started,
+			// and never seen ready (a client that restarts initializes
+			// again, with its allocations), is as broken as none.
+			m.notJoined = m.phase == nomadnode.PhaseJoining && !w.seenReady[n.ID] && in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout
 		} else if w.isUnmapped(in.ID) {
 			m.unknown = true
 		} else if in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout {

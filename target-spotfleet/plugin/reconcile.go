@@ -128,14 +128,14 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 		// Lower by the instances not yet given up by the target, but never
 		// below the target the scale-in meant to reach (a raise made since
 		// is kept).
-		// What the scale-in meant: the nodes that still serve (and
-		// capacity requested but not launched), never more than the
-		// target less these instances, never below the mark's target.
-		newTarget := min(target-(len(ms)-max(0, surplus)), c.serving+max(0, target-len(w.instances)))
+		// What the uninterrupted scale-in sets: the nodes that still serve,
+		// never below the mark's target, never above the target less
+		// these instances.
+		planned := 0
 		for _, m := range ms {
-			newTarget = max(newTarget, markTarget(m.inst.Tags[tagScaleIn]))
+			planned = max(planned, markTarget(m.inst.Tags[tagScaleIn]))
 		}
-		newTarget = max(newTarget, 0)
+		newTarget := max(0, min(target-(len(ms)-max(0, surplus)), max(planned, c.serving)))
 		// One attempt (the client retries transient errors briefly): a
 		// status must answer in seconds, and the next one tries again.
 		if _, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, newTarget-target); err != nil {

@@ -138,10 +138,10 @@ func TestReconcileInterruptedScaleIn(t *testing.T) {
 	}
 }
 
-func TestReconcileInShortageLowersOnlyByTheDrainedInstances(t *testing.T) {
+func TestReconcileInShortageEndsAtTheRecordedTarget(t *testing.T) {
 	// Target 4, 3 running; a scale-in to 1 drained two nodes and died before
-	// lowering the target. Finishing it lowers the target by the two it
-	// removes (never below the recorded 1), and the node that serves stays.
+	// lowering the target. Finishing it ends where the uninterrupted
+	// scale-in would: the recorded 1, the node that serves.
 	r := newRig(t, ec2fake.Fleet{TargetCapacity: 4})
 	r.ec2.NoRefill = true
 	ids := r.ec2.Running(r.fleetID)
@@ -156,7 +156,7 @@ func TestReconcileInShortageLowersOnlyByTheDrainedInstances(t *testing.T) {
 	require.NoError(t, err)
 
 	require.Equal(t, []string{ids[2]}, r.ec2.Running(r.fleetID))
-	require.Equal(t, 2, r.ec2.TargetCapacity(r.fleetID))
+	require.Equal(t, 1, r.ec2.TargetCapacity(r.fleetID))
 }
 
 func TestDryRunReconcileChangesNothing(t *testing.T) {

@@ -1,6 +1,6 @@
 package plugin
 
-// Defects four adversarial reviews of the issue-7 change found, one test
+// Defects five adversarial reviews of the issue-7 change found, one test
 // each. Every test names the behaviour an operator needs; each failed on the
 // reviewed code for the reason given in its comment and passes since the
 // fix.
@@ -927,4 +927,80 @@ func TestAnInterruptedScaleInEndsAtTheTargetItMeantToReach(t *testing.T) {
 	require.Len(t, r.ec2.Running(r.fleetID), 2, "setup: the drained node is terminated")
 	require.Equal(t, 1, r.ec2.TargetCapacity(r.fleetID),
 		"the scale-in meant to reach 1 (mark), as it does when it is not interrupted; the cordoned node is now inside the target")
+}
+
+// Fifth review.
+
+// A Nomad client that restarts (agent upgrade, config reload, OOM) registers
+// again with status "initializing" and keeps its allocations running. Its
+// instance launched long ago, so the new not-joined test (node initializing
+// and LaunchTime older than node_join_timeout) reads it as broken, and the
+// next scale-out terminates it without a drain.
+func TestScaleOutNeverTerminatesARestartingClientThatRunsAllocations(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := sortedRunning(r)
+	restarting := ids[0]
+	r.now = r.now.Add(time.Hour) // the fleet has run for an hour
+	r.nomad.update(r.nodeOf[restarting], func(n *api.Node) { n.Status = api.NodeStatusInit })
+	require.Equal(t, api.AllocClientStatusRunning, r.nomad.allocs[r.nodeOf[restarting]][0].ClientStatus, "setup: it runs an allocation")
+
+	st, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	_ = r.plugin.Scale(action(st.Count+1), r.config)
+
+	require.Contains(t, r.ec2.Running(r.fleetID), restarting,
+		"a node that runs allocations and is only re-initializing after a client restart was terminated undrained (status meta not_joined=%q)", st.Meta[metaNotJoined])
+}
+
+// The same misreading on scale-in: the restarting client is chosen first as
+// "never joined" and terminated without a drain, its allocations lost.
+func TestScaleInDrainsARestartingClientBeforeTerminatingIt(t *testing.T) {
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 3})
+	ids := sortedRunning(r)
+	restarting := ids[2]
+	r.now = r.now.Add(time.Hour)
+	r.nomad.update(r.nodeOf[restarting], func(n *api.Node) { n.Status = api.NodeStatusInit })
+
+	_, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	_ = r.plugin.Scale(action(1), r.config)
+
+	if !contains(r.ec2.Running(r.fleetID), restarting) {
+		require.Contains(t, r.nomad.drainedNodes(), r.nodeOf[restarting],
+			"the restarting client's instance was terminated with its allocations running, never drained")
+	}
+}
+
+// A scale-in during a shortage (target 4, 3 run, no spot capacity) from 3
+// to 1 ends at target 1 when it is not interrupted. Interrupted after the
+// drain (the capacity change keeps failing, or the agent restarts),
+// reconciliation ends at 2: the new finish formula keeps the capacity that
+// never launched (target − instances) on top of the serving node, above the
+// mark's to=1, so EC2 launches a node nobody asked for when spot capacity
+// returns, and the agent drains it again.
+func TestInterruptedScaleInDuringAShortageEndsAtTheMarkedTarget(t *testing.T) {
+	// Control: not interrupted.
+	c := newRig(t, ec2fake.Fleet{TargetCapacity: 4})
+	c.ec2.Unavailable = true
+	c.ec2.Kill(sortedRunning(c)[3])
+	require.NoError(t, c.plugin.Scale(action(1), c.config))
+	require.Equal(t, 1, c.ec2.TargetCapacity(c.fleetID), "setup: uninterrupted, the scale-in ends at 1")
+
+	r := newRig(t, ec2fake.Fleet{TargetCapacity: 4})
+	r.ec2.Unavailable = true
+	r.ec2.Kill(sortedRunning(r)[3])
+	require.Len(t, r.ec2.Running(r.fleetID), 3, "setup: target 4, 3 running")
+	r.nomad.onDrain = func(string) {
+		r.ec2.FailNext("ModifySpotFleetRequest", 1000, ec2fake.APIError("UnauthorizedOperation"))
+	}
+	require.Error(t, r.plugin.Scale(action(1), r.config), "setup: the capacity change after the drain fails")
+	r.nomad.onDrain = nil
+	r.ec2.FailNext("ModifySpotFleetRequest", 0, nil)
+
+	_, err := r.plugin.Status(r.config) // reconciliation finishes it
+	require.NoError(t, err)
+
+	require.Len(t, r.ec2.Running(r.fleetID), 1, "setup: both drained nodes are terminated")
+	require.Equal(t, 1, r.ec2.TargetCapacity(r.fleetID),
+		"the scale-in meant 1 (mark, and the uninterrupted run); reconciliation left %d, so EC2 launches unwanted nodes when capacity returns", r.ec2.TargetCapacity(r.fleetID))
 }

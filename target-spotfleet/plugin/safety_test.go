@@ -246,7 +246,10 @@ func TestScaleOutReplacesInstancesThatNeverJoined(t *testing.T) {
 	sort.Strings(ids)
 	broken := ids[2]
 	r.nomad.update(r.nodeOf[broken], func(n *api.Node) { n.Status = api.NodeStatusInit }) // stuck initializing
-	r.now = r.now.Add(time.Hour)                                                          // past node_join_timeout
+	r.nomad.mu.Lock()
+	r.nomad.allocs[r.nodeOf[broken]] = nil // it never took work
+	r.nomad.mu.Unlock()
+	r.now = r.now.Add(time.Hour) // past node_join_timeout
 
 	_ = r.plugin.Scale(action(3), r.config)
 

@@ -107,7 +107,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 func (t *TargetPlugin) replaceBroken(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world) {
 	var ids []string
 	for _, m := range w.members(cfg) {
-		if m.notJoined && !m.marked {
+		if m.notJoined && !m.marked && !t.hasWork(ctx, cfg, m) {
 			ids = append(ids, m.inst.ID)
 		}
 	}

@@ -230,6 +230,7 @@ func (t *TargetPlugin) refreshNodes(ctx context.Context, cfg *policyConfig, fs *
 			fresh.nodes[n.InstanceID] = n
 		}
 	}
+	fresh.seenReady = fs.noteReady(listing.Nodes)
 	fs.mu.Lock()
 	fs.last = &fresh
 	fs.mu.Unlock()
@@ -418,7 +419,7 @@ func (t *TargetPlugin) drainAll(ctx context.Context, log hclog.Logger, cfg *poli
 	var done []member
 	var failed []failure
 	for _, v := range victims {
-		if v.node == nil || v.notJoined {
+		if v.node == nil || (v.notJoined && !t.hasWork(ctx, cfg, v)) {
 			log.Info("removing instance that never joined Nomad; nothing to drain", "instance_id", v.inst.ID, "launched", v.inst.LaunchTime)
 			done = append(done, v)
 			continue
@@ -473,6 +474,17 @@ func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyC
 			log.Warn("drain monitor: Nomad did not answer; still waiting for the drain", "error", err)
 		},
 	})
+}
+
+// hasWork reports whether the member's node runs allocations (or cannot be
+// read): a node that initializes again after a client restart keeps its
+// allocations, and is never terminated without a drain.
+func (t *TargetPlugin) hasWork(ctx context.Context, cfg *policyConfig, m member) bool {
+	if m.node == nil {
+		return false
+	}
+	busy, err := nomadnode.RunningAllocations(ctx, t.nodes, m.node.ID, cfg.IgnoreSystemJobs)
+	return err != nil || busy > 0
 }
 
 // withNomadRetry runs fn up to 5 times while it fails with a transient Nomad

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad-autoscaler/sdk"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // observationMaxAge is how long an observation made by Status may be reused by
@@ -54,6 +56,9 @@ type fleetState struct {
 	noRemovalUntil time.Time
 	removalPause   time.Duration
 	removalErr     string
+	// readySeen holds the pool nodes this process has seen ready (a node
+	// that initializes again after a client restart is not a broken one).
+	readySeen map[string]bool
 	// toPurge holds nodes (id -> instance id) of terminated instances that
 	// node_purge removes once they are down.
 	toPurge map[string]string
@@ -241,4 +246,31 @@ func (fs *fleetState) shortageConfirmed() bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	return fs.shortConfirmed
+}
+
+// noteReady records the listed nodes that are ready, forgets nodes no longer
+// listed, and returns a copy of the set.
+func (fs *fleetState) noteReady(nodes []nomadnode.Node) map[string]bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	listed := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		listed[n.ID] = true
+		if p, _ := nomadnode.PhaseOf(n.NodeListStub); p == nomadnode.PhaseReady || fs.readySeen[n.ID] {
+			listed[n.ID] = true
+			if fs.readySeen == nil {
+				fs.readySeen = map[string]bool{}
+			}
+			fs.readySeen[n.ID] = true
+		}
+	}
+	out := make(map[string]bool, len(fs.readySeen))
+	for id := range fs.readySeen {
+		if !listed[id] {
+			delete(fs.readySeen, id)
+			continue
+		}
+		out[id] = true
+	}
+	return out
 }
