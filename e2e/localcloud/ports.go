@@ -23,16 +23,13 @@ func freePort() (int, error) {
 	defer portsMu.Unlock()
 	var lastErr error
 	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := listenFresh()
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
-		if handedOut[port] {
-			continue
-		}
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			lastErr = err
@@ -53,20 +50,29 @@ func listenLoopback() (net.Listener, error) {
 	defer portsMu.Unlock()
 	var lastErr error
 	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := listenFresh()
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if handedOut[port] {
-			_ = l.Close()
-			continue
-		}
-		handedOut[port] = true
+		handedOut[l.Addr().(*net.TCPAddr).Port] = true
 		return l, nil
 	}
 	return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %v", lastErr)
+}
+
+// listenFresh listens on a free loopback TCP port that was never handed out;
+// portsMu must be held.
+func listenFresh() (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	if handedOut[l.Addr().(*net.TCPAddr).Port] {
+		_ = l.Close()
+		return nil, fmt.Errorf("port %d was handed out already", l.Addr().(*net.TCPAddr).Port)
+	}
+	return l, nil
 }
 
 // freePorts returns n distinct free ports.

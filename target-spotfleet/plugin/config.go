@@ -239,8 +239,6 @@ type policyConfig struct {
 	// RestartCooldown is how long after a scaling action made by an earlier
 	// plugin process (before an agent restart) the fleet reports not ready.
 	RestartCooldown time.Duration
-	// raw is the map the SDK's node selectors read.
-	raw map[string]string
 }
 
 // parsePolicyConfig validates a policy's target config once, reporting every
@@ -255,7 +253,6 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 		LaunchTimeout:   defaultLaunchTimeout,
 		JoinTimeout:     defaultJoinTimeout,
 		RestartCooldown: defaultRestartCooldown,
-		raw:             cfg,
 	}
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
