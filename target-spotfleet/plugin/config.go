@@ -32,14 +32,34 @@ const (
 	configKeyNodeClass        = sdk.TargetConfigKeyClass
 	configKeyDatacenter       = sdk.TargetConfigKeyDatacenter
 	configKeyNodePool         = sdk.TargetConfigKeyNodePool
-	defaultDrainDeadline      = 15 * time.Minute
-	defaultMinFamilies        = 2
-	defaultLaunchTimeout      = 5 * time.Minute
-	defaultJoinTimeout        = 10 * time.Minute
+	// configKeyInterruptionDrain is the drain deadline of a node whose
+	// instance received a spot interruption warning.
+	configKeyInterruptionDrain = "interruption_drain_deadline"
+	// configKeyRebalanceAction says what a rebalance recommendation does.
+	configKeyRebalanceAction = "rebalance_action"
+	defaultDrainDeadline     = 15 * time.Minute
+	defaultMinFamilies       = 2
+	defaultLaunchTimeout     = 5 * time.Minute
+	defaultJoinTimeout       = 10 * time.Minute
 	// defaultRestartCooldown is the agent's own default cooldown.
 	defaultRestartCooldown     = 5 * time.Minute
 	defaultNodeSelectorDefault = sdk.TargetNodeSelectorStrategyLeastBusy
+	// defaultInterruptionDrain leaves 30 s of the two-minute notice for the
+	// allocations' kill_timeout and for the node to be told.
+	defaultInterruptionDrain = 90 * time.Second
+	defaultRebalanceAction   = rebalanceIgnore
 )
+
+// Accepted values of rebalance_action.
+const (
+	rebalanceIgnore = "ignore"
+	rebalanceCordon = "cordon"
+	rebalanceDrain  = "drain"
+)
+
+// spotNotice is how long EC2 gives a spot instance between its interruption
+// warning and its reclaim.
+const spotNotice = 2 * time.Minute
 
 // Upper bounds of the policy's durations. A value above its bound is almost
 // always a unit typo ("10h" for "10m") and would hold up the policy for that
@@ -135,6 +155,8 @@ var policyKeys = []struct {
 	{name: configKeyLaunchTimeout},
 	{name: configKeyJoinTimeout},
 	{name: configKeyRestartCooldown},
+	{name: configKeyInterruptionDrain},
+	{name: configKeyRebalanceAction},
 	{name: configKeyDryRun},
 	{name: shared.PluginConfigKeyGRPCTimeout, agent: true},
 	{name: sdk.TargetConfigKeyNamespace, agent: true},
@@ -239,6 +261,12 @@ type policyConfig struct {
 	// RestartCooldown is how long after a scaling action made by an earlier
 	// plugin process (before an agent restart) the fleet reports not ready.
 	RestartCooldown time.Duration
+	// InterruptionDrain is the drain deadline after a spot interruption
+	// warning (shortened further when the warning arrives late).
+	InterruptionDrain time.Duration
+	// RebalanceAction is what a rebalance recommendation does: ignore,
+	// cordon or drain.
+	RebalanceAction string
 }
 
 // parsePolicyConfig validates a policy's target config once, reporting every
@@ -253,6 +281,9 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 		LaunchTimeout:   defaultLaunchTimeout,
 		JoinTimeout:     defaultJoinTimeout,
 		RestartCooldown: defaultRestartCooldown,
+
+		InterruptionDrain: defaultInterruptionDrain,
+		RebalanceAction:   defaultRebalanceAction,
 	}
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
@@ -312,6 +343,24 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 				configKeyRestartCooldown, v, shortDuration(maxRestartCooldown))
 		} else {
 			p.RestartCooldown = d
+		}
+	}
+
+	if v, ok := cfg[configKeyInterruptionDrain]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 || d >= spotNotice {
+			bad("invalid %s %q: want a positive duration shorter than the %s spot interruption notice, such as \"90s\" (the default)",
+				configKeyInterruptionDrain, v, shortDuration(spotNotice))
+		} else {
+			p.InterruptionDrain = d
+		}
+	}
+	if v, ok := cfg[configKeyRebalanceAction]; ok {
+		switch a := strings.TrimSpace(v); a {
+		case rebalanceIgnore, rebalanceCordon, rebalanceDrain:
+			p.RebalanceAction = a
+		default:
+			bad("invalid %s %q: accepted values are %s (default), %s and %s", configKeyRebalanceAction, v, rebalanceIgnore, rebalanceCordon, rebalanceDrain)
 		}
 	}
 

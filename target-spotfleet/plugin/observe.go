@@ -38,12 +38,25 @@ type world struct {
 	addresses map[string]bool           // addresses of every listed node, any pool
 	seenReady map[string]bool           // node ids this process has seen ready
 	lastEvent time.Time
+	// leaving holds the running instances that are leaving the fleet
+	// (departures): their capacity is already being replaced.
+	leaving map[string]bool
+	// raised is how many units of req.TargetCapacity are replacement units
+	// of departures, read together with the target: the plugin's scaling
+	// decisions are made on TargetCapacity - raised.
+	raised int
 }
+
+// target is the fleet's target capacity without the replacement units.
+func (w *world) target() int { return w.req.TargetCapacity - w.raised }
 
 // observe reads the fleet request, its instances and the pool's nodes, and
 // keeps the reading for the Scale that may follow.
 func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleetState) (*world, error) {
+	fs.targetMu.Lock()
 	req, err := t.fleet.Describe(ctx, cfg.FleetID)
+	raised := fs.raisedUnits()
+	fs.targetMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -55,10 +68,23 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 	if err != nil {
 		return nil, err
 	}
-	w := &world{at: t.now(), key: observationKey(cfg), req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{}}
+	w := &world{at: t.now(), key: observationKey(cfg), req: req, families: fleet.Families(types), nodes: map[string]nomadnode.Node{},
+		leaving: map[string]bool{}, raised: raised}
+	t.noteOwners(cfg.FleetID, all)
 	for _, in := range all {
-		if in.Running() {
-			w.instances = append(w.instances, in)
+		if !in.Running() {
+			continue
+		}
+		w.instances = append(w.instances, in)
+		if v, ok := in.Tags[tagInterrupted]; ok && fs.departureOf(in.ID) == nil {
+			// Recorded by an earlier process: its unit was in the
+			// target before this reading.
+			if d, added := fs.addDeparture(parseDeparture(in.ID, v)); added && d.step == stepRaised {
+				w.raised++
+			}
+		}
+		if fs.leaving(in.ID) {
+			w.leaving[in.ID] = true
 		}
 	}
 	listing, err := t.mapper.PoolNodes(ctx, t.nodes, cfg.Pool, cfg.IDLookup)
@@ -143,6 +169,9 @@ type member struct {
 	// unknown says no pool node maps to the instance but one may run on it
 	// (see mayHaveNode): it is neither counted as serving nor removed.
 	unknown bool
+	// leaving says the instance is leaving the fleet (an interruption):
+	// it is not counted, not removed, and its replacement is underway.
+	leaving bool
 }
 
 // members returns the fleet's running instances with their nodes, sorted by
@@ -150,7 +179,7 @@ type member struct {
 func (w *world) members(cfg *policyConfig) []member {
 	out := make([]member, 0, len(w.instances))
 	for _, in := range w.instances {
-		m := member{inst: in, phase: nomadnode.PhaseJoining}
+		m := member{inst: in, phase: nomadnode.PhaseJoining, leaving: w.leaving[in.ID]}
 		_, m.marked = in.Tags[tagScaleIn]
 		if n, ok := w.nodes[in.ID]; ok {
 			m.node = &n
@@ -206,7 +235,7 @@ func (w *world) mayHaveNode(in fleet.Instance) bool {
 func serving(ms []member) int {
 	n := 0
 	for _, m := range ms {
-		if !m.marked && !m.unknown && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
+		if !m.marked && !m.leaving && !m.unknown && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
 			n++
 		}
 	}
@@ -229,6 +258,10 @@ type capacity struct {
 	held int
 	// marked counts the instances a scale-in chose.
 	marked int
+	// leaving counts the instances leaving the fleet that no scale-in chose
+	// (interrupted): their replacement is underway, so they are neither
+	// held nor serving.
+	leaving int
 	// notJoined counts the broken instances (no node, or a node still
 	// initializing, after node_join_timeout).
 	notJoined int
@@ -247,13 +280,15 @@ func (t *TargetPlugin) capacityOf(cfg *policyConfig, fs *fleetState, w *world, m
 		switch {
 		case m.marked:
 			c.marked++
+		case m.leaving:
+			c.leaving++
 		case m.notJoined:
 			c.notJoined++
 		case m.phase == nomadnode.PhaseReady:
 			c.count++
 		}
 	}
-	c.held = len(w.instances) - c.serving - c.marked
+	c.held = len(w.instances) - c.serving - c.marked - c.leaving
 	if since := fs.noteShortage(len(w.instances) < w.req.TargetCapacity, now, w.lastEvent); !since.IsZero() &&
 		(now.Sub(since) >= cfg.LaunchTimeout || fs.shortageConfirmed()) {
 		c.shortSince = since

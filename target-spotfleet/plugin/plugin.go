@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/awsconf"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
+	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/interruption"
 )
 
 // PluginName is the plugin's name; the agent requires it to equal the binary's name.
@@ -57,8 +59,28 @@ type TargetPlugin struct {
 	// (with backoff) before the drained nodes are left for reconciliation.
 	capacityRetry time.Duration
 
+	// tendInterval is how often departures are followed up; surplusSettle
+	// how long a surplus lasts before it is removed; startupGrace how long
+	// after SetConfig events for instances of no known fleet are retried
+	// rather than dropped (the agent evaluates each policy soon after it
+	// starts).
+	tendInterval  time.Duration
+	surplusSettle time.Duration
+	startupGrace  time.Duration
+
+	// bg counts the background goroutines (watcher, follow-up, surplus
+	// removals); stopBackground ends the watcher and the follow-up.
+	bg             sync.WaitGroup
+	stopBackground context.CancelFunc
+	watcher        *interruption.Watcher
+
 	mu     sync.Mutex
 	fleets map[string]*fleetState
+	// owners maps instances seen in managed fleets to their fleet;
+	// refreshed says when each fleet's list was last read for routing.
+	owners       map[string]ownerEntry
+	refreshed    map[string]time.Time
+	configuredAt time.Time
 }
 
 // New returns an unconfigured plugin; the agent calls SetConfig next.
@@ -71,6 +93,9 @@ func New(logger hclog.Logger) *TargetPlugin {
 		launchConfirm: 30 * time.Second,
 		drainPoll:     nomadnode.Backoff{Base: time.Second, Max: 10 * time.Second},
 		capacityRetry: 2 * time.Minute,
+		tendInterval:  time.Second,
+		surplusSettle: defaultSurplusSettle,
+		startupGrace:  2 * time.Minute,
 		fleets:        map[string]*fleetState{},
 	}
 }
@@ -103,11 +128,71 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", PluginName, err)
 	}
+	queueURL := strings.TrimSpace(config[configKeyQueueURL])
+	if queueURL != "" {
+		if err := interruption.ValidQueueURL(queueURL); err != nil {
+			return fmt.Errorf("%s: invalid %s: %w", PluginName, configKeyQueueURL, err)
+		}
+	}
 	t.fleet = fleet.NewClient(settings.EC2(cfg))
 	t.nodes = nomadClient
 	t.nomadAPI = nomadClient.Raw()
-	t.logger.Info("configured", "aws", settings.String())
+	t.mu.Lock()
+	t.configuredAt = t.now()
+	t.mu.Unlock()
+	if queueURL == "" {
+		t.logger.Info("configured; spot interruption handling is off (no interruption_queue_url)", "aws", settings.String())
+		return nil
+	}
+	w, err := interruption.NewWatcher(settings.SQS(cfg), t, interruption.Config{QueueURL: queueURL, Logger: t.logger.Named("interruption")})
+	if err != nil {
+		return fmt.Errorf("%s: %w", PluginName, err)
+	}
+	t.startBackground(w)
+	t.logger.Info("configured; watching for spot interruptions", "aws", settings.String(), "queue_url", queueURL)
 	return nil
+}
+
+// configKeyQueueURL is the agent-level key of the SQS queue that EventBridge
+// feeds with the account's EC2 events. It is agent-level because one queue
+// serves every fleet: SQS hands each message to one receiver, so pollers of
+// several policies would take each other's messages. Each event is routed to
+// the fleet of its instance and handled with that fleet's policy settings.
+const configKeyQueueURL = "interruption_queue_url"
+
+// startBackground starts the watcher (when w is not nil) and the departures'
+// follow-up, stopping those of an earlier SetConfig first.
+func (t *TargetPlugin) startBackground(w *interruption.Watcher) {
+	t.StopBackground()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.mu.Lock()
+	t.stopBackground, t.watcher = cancel, w
+	t.mu.Unlock()
+	if w != nil {
+		t.bg.Add(1)
+		go func() {
+			defer t.bg.Done()
+			w.Run(ctx)
+		}()
+	}
+	t.bg.Add(1)
+	go func() {
+		defer t.bg.Done()
+		t.runTend(ctx)
+	}()
+}
+
+// StopBackground stops the interruption watcher and the follow-up and waits
+// for them (and for surplus removals) to return.
+func (t *TargetPlugin) StopBackground() {
+	t.mu.Lock()
+	stop := t.stopBackground
+	t.stopBackground = nil
+	t.mu.Unlock()
+	if stop != nil {
+		stop()
+		t.bg.Wait()
+	}
 }
 
 // Scale implements target.Controller. action.Count is the number of ready
@@ -130,6 +215,7 @@ func (t *TargetPlugin) Scale(action sdk.ScalingAction, config map[string]string)
 	}
 
 	fs := t.state(cfg.FleetID)
+	fs.setConfig(cfg)
 	fs.op.Lock()
 	defer fs.op.Unlock()
 	fs.begin(fmt.Sprintf("scaling to %d", action.Count), t.now())
@@ -153,6 +239,7 @@ func (t *TargetPlugin) Status(config map[string]string) (*sdk.TargetStatus, erro
 		return nil, err
 	}
 	fs := t.state(cfg.FleetID)
+	fs.setConfig(cfg)
 	if !fs.op.TryLock() {
 		return fs.busyStatus(t.now()), nil
 	}

@@ -119,11 +119,11 @@ func (t *TargetPlugin) reconcile(ctx context.Context, log hclog.Logger, cfg *pol
 // lower the target if it was not lowered yet, then terminate exactly them.
 // It returns why the scale-in is still pending, or "".
 func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, ms []member) string {
-	target := w.req.TargetCapacity
+	target := w.target()
 	// Instances beyond the target that do not serve (an operator's cordoned
-	// node) are not the room a lowered target leaves.
+	// node) and leaving ones are not the room a lowered target leaves.
 	c := t.capacityOf(cfg, fs, w, w.members(cfg))
-	surplus := len(w.instances) - c.held - target
+	surplus := len(w.instances) - c.held - c.leaving - target
 	if surplus < len(ms) {
 		// Lower by the instances not yet given up by the target, but never
 		// below the target the scale-in meant to reach (a raise made since
@@ -138,7 +138,7 @@ func (t *TargetPlugin) finish(ctx context.Context, log hclog.Logger, cfg *policy
 		newTarget := max(0, min(target-(len(ms)-max(0, surplus)), max(planned, c.serving)))
 		// One attempt (the client retries transient errors briefly): a
 		// status must answer in seconds, and the next one tries again.
-		if _, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, newTarget-target); err != nil {
+		if _, _, err := t.changeTarget(ctx, fs, newTarget-target); err != nil {
 			log.Error("could not lower target capacity to finish an interrupted scale-in; the drained nodes stay cordoned", "instances", memberIDs(ms), "error", err)
 			return fmt.Sprintf("finishing scale-in of %v: lowering target capacity to %d failed: %v", memberIDs(ms), newTarget, err)
 		}

@@ -63,8 +63,10 @@ func (t *TargetPlugin) scale(ctx context.Context, log hclog.Logger, cfg *policyC
 // maintain fleet to replace. Then it waits a short while to see the
 // instances launched; if none does, the shortage is reported at once.
 func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, c capacity, action sdk.ScalingAction) error {
-	from, to := w.req.TargetCapacity, int(action.Count)
-	goal := min(max(to+c.held, len(w.instances)-c.marked-c.notJoined), max(from, to+c.held))
+	// Replacement units of interrupted instances (w.raised) stay in the
+	// target on top of what is decided here; the change is a difference.
+	from, to := w.target(), int(action.Count)
+	goal := min(max(to+c.held, len(w.instances)-c.marked-c.notJoined-c.leaving), max(from, to+c.held))
 	log = log.With("action", "scale_out", "from", c.count, "to", to, "target_capacity_before", from)
 	if cfg.DryRun {
 		log.Info("dry-run: would set target capacity", "target_capacity", goal, "running", len(w.instances), "reason", action.Reason)
@@ -77,7 +79,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 	}
 
 	// noTermination keeps EC2 from ever choosing victims on its own.
-	before, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, goal-from)
+	before, after, err := t.changeTarget(ctx, fs, goal-from)
 	if err != nil {
 		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
@@ -107,7 +109,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 func (t *TargetPlugin) replaceBroken(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world) {
 	var ids []string
 	for _, m := range w.members(cfg) {
-		if m.notJoined && !m.marked && !t.hasWork(ctx, cfg, m) {
+		if m.notJoined && !m.marked && !m.leaving && !t.hasWork(ctx, cfg, m) {
 			ids = append(ids, m.inst.ID)
 		}
 	}
@@ -162,4 +164,12 @@ func (t *TargetPlugin) recordEvent(ctx context.Context, log hclog.Logger, fs *fl
 	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagLastEvent: formatEventTime(now)}); err != nil {
 		log.Warn("could not record the scaling event time on the fleet request; cooldown will not survive an agent restart", "error", err)
 	}
+}
+
+// changeTarget changes the fleet's target capacity by delta from the target
+// read just before, under the fleet's targetMu (see departure).
+func (t *TargetPlugin) changeTarget(ctx context.Context, fs *fleetState, delta int) (from, to int, err error) {
+	fs.targetMu.Lock()
+	defer fs.targetMu.Unlock()
+	return t.fleet.ChangeTargetCapacity(ctx, fs.id, delta)
 }

@@ -123,7 +123,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 		return err
 	}
 	c = t.capacityOf(cfg, fs, w, w.members(cfg))
-	from, live := w.req.TargetCapacity, c.serving
+	from, live := w.target(), c.serving
 	if n = max(0, live-to); n == 0 {
 		return t.lowerTargetOnly(ctx, log, cfg, fs, w, c, action)
 	}
@@ -163,7 +163,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 
 	// Step 5: lower the target by the difference, read again just before.
 	newTarget := max(to, live-len(removable))
-	if err := t.changeCapacityPatiently(ctx, log, cfg, newTarget-from); err != nil {
+	if err := t.changeCapacityPatiently(ctx, log, cfg, fs, newTarget-from); err != nil {
 		fs.removalFailed(t.now(), err)
 		log.Error("scale in: capacity change keeps failing after the drain; drained nodes stay cordoned and marked, the next status finishes the scale-in",
 			"instances", memberIDs(removable), "error", err)
@@ -194,7 +194,7 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 // down, to the desired count plus the instances that do not serve; every
 // running node stays.
 func (t *TargetPlugin) lowerTargetOnly(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, w *world, c capacity, action sdk.ScalingAction) error {
-	from, to := w.req.TargetCapacity, int(action.Count)
+	from, to := w.target(), int(action.Count)
 	goal := min(from, to+c.held)
 	if goal == from {
 		log.Info("no scaling needed", "count", c.count, "target_capacity", from, "serving", c.serving, "desired", to, "reason", action.Reason)
@@ -204,7 +204,7 @@ func (t *TargetPlugin) lowerTargetOnly(ctx context.Context, log hclog.Logger, cf
 		log.Info("dry-run: would lower target capacity only", "target_capacity", goal, "reason", action.Reason)
 		return nil
 	}
-	_, after, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, goal-from)
+	_, after, err := t.changeTarget(ctx, fs, goal-from)
 	if err != nil {
 		return fmt.Errorf("scale in of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
@@ -242,7 +242,7 @@ func (t *TargetPlugin) refreshNodes(ctx context.Context, cfg *policyConfig, fs *
 // faults, network, a fleet still modifying) with backoff for up to
 // capacityRetry. Retries set the same absolute target, so a change EC2
 // applied but whose answer was lost is not applied twice.
-func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Logger, cfg *policyConfig, delta int) error {
+func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, delta int) error {
 	if delta == 0 {
 		return nil
 	}
@@ -250,18 +250,25 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 	defer cancel()
 	pause := t.pollInterval
 	goal := -1
-	for {
-		var err error
+	// A departure's replacement unit (raised or given back meanwhile)
+	// moves the goal with it.
+	var raisedAtGoal int
+	attempt := func() error {
+		fs.targetMu.Lock()
+		defer fs.targetMu.Unlock()
 		if goal < 0 {
-			var req *fleet.Request
-			if req, err = t.fleet.WaitModifiable(ctx, cfg.FleetID); err == nil {
-				goal = max(0, req.TargetCapacity+delta)
+			req, err := t.fleet.WaitModifiable(ctx, cfg.FleetID)
+			if err != nil {
+				return err
 			}
+			goal, raisedAtGoal = max(0, req.TargetCapacity+delta), fs.raisedUnits()
 		}
-		if goal >= 0 {
-			if err = t.fleet.SetTargetCapacity(ctx, cfg.FleetID, goal); err == nil {
-				return nil
-			}
+		return t.fleet.SetTargetCapacity(ctx, cfg.FleetID, max(0, goal+fs.raisedUnits()-raisedAtGoal))
+	}
+	for {
+		err := attempt()
+		if err == nil {
+			return nil
 		}
 		if !awsretry.IsRetryable(err) && !errors.Is(err, fleet.ErrStillModifying) {
 			return err
@@ -294,7 +301,7 @@ func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *pol
 		}
 	}
 	if len(notTerminated) > 0 {
-		if _, _, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, len(notTerminated)); err != nil {
+		if _, _, err := t.changeTarget(ctx, fs, len(notTerminated)); err != nil {
 			log.Error("could not give the capacity of instances EC2 did not terminate back to the target", "instances", failureIDs(notTerminated), "error", err)
 		}
 		t.abandon(ctx, log, cfg, notTerminated)
@@ -349,7 +356,7 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 	ms := w.members(cfg)
 	for _, m := range ms {
 		switch {
-		case m.marked:
+		case m.marked, m.leaving:
 		case m.notJoined:
 			if len(out) < n {
 				out = append(out, m)
@@ -366,7 +373,7 @@ func (t *TargetPlugin) chooseVictims(log hclog.Logger, cfg *policyConfig, w *wor
 	}
 	ready := 0 // every ready node, kept ones included: none stands in for another
 	for _, m := range ms {
-		if !m.marked && m.phase == nomadnode.PhaseReady {
+		if !m.marked && !m.leaving && m.phase == nomadnode.PhaseReady {
 			ready++
 		}
 	}

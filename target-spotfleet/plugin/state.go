@@ -62,6 +62,34 @@ type fleetState struct {
 	// toPurge holds nodes (id -> instance id) of terminated instances that
 	// node_purge removes once they are down.
 	toPurge map[string]string
+
+	// cfg is the policy config of the latest Status or Scale: the
+	// interruption handler acts on the fleet with it.
+	cfg *policyConfig
+	// targetMu orders the replacement units (departure steps raised and
+	// lowered, with their target changes) against the reading of the
+	// target, so that an observation's target and its raised units agree.
+	targetMu sync.Mutex
+	// departures are the instances leaving the fleet (interruptions).
+	departures map[string]*departure
+	// surplusSince is when more instances were first seen serving than the
+	// target holds; surplusBusy says a surplus removal runs.
+	surplusSince time.Time
+	surplusBusy  bool
+}
+
+// setConfig records the policy config the agent last used for the fleet.
+func (fs *fleetState) setConfig(cfg *policyConfig) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.cfg = cfg
+}
+
+// config returns the policy config the agent last used, or nil.
+func (fs *fleetState) config() *policyConfig {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.cfg
 }
 
 func (fs *fleetState) queuePurge(nodeID, instanceID string) {

@@ -25,6 +25,7 @@ const (
 	metaRemovalPaused = "spot_fleet.scale_in_paused"
 	metaHeld          = "spot_fleet.not_serving"
 	metaNotReadyCause = "spot_fleet.not_ready_because"
+	metaLeaving       = "spot_fleet.leaving"
 )
 
 func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState) (*sdk.TargetStatus, error) {
@@ -43,6 +44,9 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 	}
 	if !cfg.DryRun {
 		t.purgeDown(ctx, log, fs)
+	}
+	if len(pending) == 0 {
+		t.checkSurplus(log, cfg, fs, w, t.capacityOf(cfg, fs, w, w.members(cfg)))
 	}
 	st := t.statusOf(log, cfg, fs, w, pending)
 	fs.mu.Lock()
@@ -95,6 +99,16 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 	}
 	if c.held > 0 {
 		meta[metaHeld] = strconv.Itoa(c.held)
+	}
+	if ds := fs.departureList(); len(ds) > 0 {
+		var parts, keys []string
+		for _, d := range ds {
+			parts = append(parts, fmt.Sprintf("%s (%s %s ago, replacement %s)", d.instanceID, d.kind, now.Sub(d.handled).Round(time.Second), d.step))
+			keys = append(keys, d.instanceID+" "+string(d.step))
+		}
+		meta[metaLeaving] = strings.Join(parts, "; ")
+		notes = append(notes, "leaving: "+meta[metaLeaving])
+		stable = append(stable, "leaving "+strings.Join(keys, ","))
 	}
 	if until, why := fs.removalBlocked(now); why != "" {
 		meta[metaRemovalPaused] = fmt.Sprintf("until %s after a failed removal: %s", until.UTC().Format(time.RFC3339), why)
