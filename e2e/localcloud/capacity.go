@@ -117,6 +117,7 @@ func (c *Cloud) enforceCapacity(ctx context.Context, st *reconcilerState, fleetI
 	for i, in := range excess {
 		ids[i] = in.ID
 		st.capTerminated[in.ID] = true // never twice, even if the call below fails
+		c.markSilent(ctx, in.ID, fleetID)
 	}
 	_, err := c.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids})
 	if err != nil {

@@ -13,6 +13,75 @@
 // A client agent gets a short symlink in the system temp dir as data_dir
 // (unix socket paths below a test's temp dir are too long for Nomad's task
 // API socket) and its own cgroup_parent; all its files stay in WorkDir.
+//
+// # What the local cloud emulates
+//
+// moto stores fleets and instances but does nothing by itself. On top of it:
+//
+//   - Maintain refill (Config.RefillDelay, SetRefillDelay at run time): AWS
+//     replaces the lost capacity of a maintain fleet on its own, within a
+//     minute or two. The reconciler launches the missing instances once a
+//     maintain fleet has had fewer running instances than its target for the
+//     delay (stopped instances do not count as running). A deliberate
+//     scale-in (target lowered, then those instances terminated) is no loss.
+//   - No refill (RefillDisabled): AWS has not replaced the loss (yet), or the
+//     fleet is one AWS never refills (type request); the fleet stays below
+//     its target until someone raises the target again.
+//   - Capacity shortage (SetCapacityLimit, FleetSpec.CapacityLimit): the
+//     pool has no spot capacity (InsufficientInstanceCapacity): at most n
+//     instances run, the target stays where it was, refill stops at n.
+//   - Spot interruption (Interrupt, InterruptWith): the two-minute warning
+//     (scaled down in tests), then termination, or a stop for the "stop"
+//     interruption behaviour, at the end of the notice.
+//   - Rebalance recommendation (Rebalance): only the message; EC2 does
+//     nothing to the instance.
+//   - Loss without warning (TerminateInstance) and stop (StopInstance).
+//   - State-change notifications (on unless Config.NoStateChangeEvents):
+//     what an EventBridge rule for "EC2 Instance State-change Notification"
+//     delivers, for every fleet instance (below).
+//   - Faults of the Nomad API (FailNomad, on NomadProxyAddr).
+//
+// All messages go to one SQS queue (QueueURL), like the documented setup
+// with one EventBridge rule per event type targeting one queue; SendMessage
+// adds raw ones (malformed, foreign, duplicated).
+//
+// The modes compose: an interrupted or lost instance of a maintain fleet is
+// refilled after the refill delay, unless refill is disabled, and only up to
+// a capacity limit; an instance stopped by an interruption stays listed in
+// its fleet and in moto's FulfilledCapacity, its client agent stops, and
+// refill launches a replacement for it; a capacity limit's terminations get
+// state-change notifications like any other (none for an instance it
+// terminates at launch, which EC2 would never have started).
+//
+// # State-change notifications
+//
+// With the documented EventBridge rule, AWS puts an "EC2 Instance
+// State-change Notification" (detail {"instance-id", "state"}) into the queue
+// for every transition of an instance. moto emits nothing, so the local cloud
+// sends them for every fleet instance:
+//
+//   - "running" when the reconciler first sees the instance running and keeps
+//     it, in the pass that starts its client agent (at most about one
+//     Config.ReconcileInterval after the launch); not for an instance that a
+//     capacity limit terminates at launch, which gets no message at all;
+//   - "shutting-down" then "terminated", back to back, when it is terminated,
+//     by anyone;
+//   - "stopping" then "stopped", back to back, when it is stopped (moto has
+//     no stopping state: it stops at once).
+//
+// Each state is sent at most once per instance, and never after a later
+// state of the lifecycle running < stopping < stopped < shutting-down <
+// terminated (so a stale observation cannot send "running" after
+// "terminated", and a restarted instance gets no second "running").
+// Terminations and stops by the local cloud itself (TerminateInstance,
+// StopInstance, the end of an interruption's notice) queue their messages
+// before they return (with "running" first if the reconciler had not sent it
+// yet); the reconciler sees every other transition (TerminateInstances or
+// StopInstances through the EC2 API, a capacity limit's terminations) in its
+// next pass, within one Config.ReconcileInterval. A send that fails is
+// retried by the next pass. A terminated instance is forgotten a minute
+// after moto stopped listing it in its fleet. Every message sent is an
+// EventStateChange in the timeline, its Message starting with the state.
 package localcloud
 
 import (
@@ -22,6 +91,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -69,8 +139,13 @@ type Config struct {
 	// for fields the caller leaves empty.
 	Client ClientOptions
 
-	// QueueName is the SQS queue that receives interruption warnings.
+	// QueueName is the SQS queue that receives interruption warnings,
+	// rebalance recommendations and state-change notifications.
 	QueueName string
+	// NoStateChangeEvents turns the "EC2 Instance State-change Notification"
+	// messages off. They are on by default, as on AWS with an EventBridge
+	// rule for them (see Cloud.TerminateInstance and the package doc).
+	NoStateChangeEvents bool
 
 	// OnEvent, when set, is called (synchronously, keep it quick) for every
 	// recorded Event.
@@ -102,6 +177,8 @@ type Cloud struct {
 	fleetClients map[string]ClientOptions // fleet ID -> client options, from CreateFleet
 	capLimits    map[string]int           // fleet ID -> at most this many running instances
 	rec          reconcilerState
+	states       stateTracker  // state-change notifications sent
+	refillDelay  atomic.Int64  // time.Duration; Config.RefillDelay, SetRefillDelay
 	recKick      chan struct{} // wakes the reconciler for a pass now
 	proxy        *nomadProxy
 	closed       bool
@@ -152,8 +229,10 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		fleetClients: map[string]ClientOptions{},
 		capLimits:    map[string]int{},
 		rec:          newReconcilerState(),
+		states:       newStateTracker(),
 		recKick:      make(chan struct{}, 1),
 	}
+	c.refillDelay.Store(int64(cfg.RefillDelay))
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	for _, d := range []string{c.logsDir, filepath.Join(wd, "clients")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

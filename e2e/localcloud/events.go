@@ -25,6 +25,18 @@ const (
 	// EventNomadFault: the Nomad API proxy answered a request with an
 	// injected fault (FailNomad).
 	EventNomadFault EventKind = "nomad-fault"
+	// EventInterruptionStopped: an interruption with Action "stop" stopped
+	// its instance at the end of the notice (InterruptWith).
+	EventInterruptionStopped EventKind = "interruption-stopped"
+	// EventRebalance: a rebalance recommendation was queued (Rebalance).
+	EventRebalance EventKind = "rebalance-recommendation"
+	// EventStateChange: an "EC2 Instance State-change Notification" was
+	// queued; Message begins with the state it announces.
+	EventStateChange EventKind = "state-change"
+	// EventInstanceStopped: StopInstance stopped an instance.
+	EventInstanceStopped EventKind = "instance-stopped"
+	// EventMessageSent: SendMessage queued a raw message body.
+	EventMessageSent EventKind = "message-sent"
 )
 
 // Event is one entry of the local cloud's timeline.

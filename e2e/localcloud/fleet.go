@@ -215,8 +215,19 @@ type Instance struct {
 }
 
 // fleetInstances returns the fleet's instances as moto lists them (it drops
-// terminated ones from a fleet), with their current state.
+// terminated ones from a fleet, and keeps stopped ones), with their current
+// state.
 func (c *Cloud) fleetInstances(ctx context.Context, fleetID string) ([]Instance, error) {
+	ids, err := c.fleetInstanceIDs(ctx, fleetID)
+	if err != nil {
+		return nil, err
+	}
+	return c.describeInstances(ctx, ids)
+}
+
+// fleetInstanceIDs returns the IDs moto lists for the fleet
+// (DescribeSpotFleetInstances: every instance but terminated ones).
+func (c *Cloud) fleetInstanceIDs(ctx context.Context, fleetID string) ([]string, error) {
 	var ids []string
 	var token *string
 	for {
@@ -235,7 +246,7 @@ func (c *Cloud) fleetInstances(ctx context.Context, fleetID string) ([]Instance,
 		}
 		token = out.NextToken
 	}
-	return c.describeInstances(ctx, ids)
+	return ids, nil
 }
 
 // describeInstances reads the given instances (only ID lookups: moto rejects
@@ -283,7 +294,8 @@ func (c *Cloud) describeInstance(ctx context.Context, id string) (Instance, erro
 	return insts[0], nil
 }
 
-// RunningFleetInstances returns the fleet's instances in state running.
+// RunningFleetInstances returns the fleet's instances in state running
+// (stopped ones, which moto still lists in the fleet, are left out).
 func (c *Cloud) RunningFleetInstances(ctx context.Context, fleetID string) ([]Instance, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -316,32 +328,6 @@ func (c *Cloud) SetTargetCapacity(ctx context.Context, fleetID string, target in
 		return fmt.Errorf("localcloud: set target capacity of %s to %d: %w", fleetID, target, err)
 	}
 	return nil
-}
-
-// TerminateInstance terminates one instance unless it is already shutting
-// down or terminated (moto decrements a fleet's fulfilled capacity again for
-// every repeated termination).
-func (c *Cloud) TerminateInstance(ctx context.Context, instanceID string) error {
-	_, err := c.terminateIfRunning(ctx, instanceID)
-	return err
-}
-
-// terminateIfRunning terminates the instance unless it is already shutting
-// down or terminated, and reports whether it did.
-func (c *Cloud) terminateIfRunning(ctx context.Context, instanceID string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	inst, err := c.describeInstance(ctx, instanceID)
-	if err != nil {
-		return false, fmt.Errorf("localcloud: terminate %s: %w", instanceID, err)
-	}
-	if inst.State == string(types.InstanceStateNameTerminated) || inst.State == string(types.InstanceStateNameShuttingDown) {
-		return false, nil
-	}
-	if _, err := c.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{instanceID}}); err != nil {
-		return false, fmt.Errorf("localcloud: terminate %s: %w", instanceID, err)
-	}
-	return true, nil
 }
 
 // fleetInfo is what the reconciler needs to know about a fleet request.

@@ -3,7 +3,7 @@ package localcloud
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,47 +73,100 @@ func newEventID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
+// DefaultInterruptionNotice is AWS's two-minute spot interruption notice,
+// used by InterruptWith when InterruptSpec.Notice is zero (tests pass a
+// scaled-down notice).
+const DefaultInterruptionNotice = 120 * time.Second
+
+// Interruption actions: InterruptSpec.Action and the warning's
+// instance-action.
+const (
+	InterruptionActionTerminate = "terminate"
+	InterruptionActionStop      = "stop"
+)
+
+// InterruptSpec describes a spot interruption for InterruptWith.
+type InterruptSpec struct {
+	// Notice is the time between the warning and the action; zero means
+	// DefaultInterruptionNotice, a negative value is an error.
+	Notice time.Duration
+	// Action is what happens at the end of the notice, and the warning's
+	// instance-action: InterruptionActionTerminate (default when empty) or
+	// InterruptionActionStop (the instance is stopped, StopInstances in moto;
+	// it stays in the fleet, see StopInstance).
+	Action string
+	// Duplicates is the number of extra identical copies of the warning
+	// (same body, same event ID) sent right after it, as an at-least-once
+	// delivery may do.
+	Duplicates int
+}
+
 // Interrupt emulates a spot interruption of a running instance: it sends an
 // EventBridge-shaped "EC2 Spot Instance Interruption Warning" to QueueURL
 // now and terminates the instance after notice (in the background; Close
 // cancels a pending termination). It returns once the warning is queued.
+// Interrupt(ctx, id, notice) is InterruptWith with that Notice, except that a
+// zero notice here means termination at once.
 func (c *Cloud) Interrupt(ctx context.Context, instanceID string, notice time.Duration) error {
+	_, err := c.interrupt(ctx, instanceID, notice, InterruptionActionTerminate, 0)
+	return err
+}
+
+// InterruptWith emulates a spot interruption of a running instance as spec
+// says: it sends the warning (and spec.Duplicates identical copies) to
+// QueueURL now and, after the notice, terminates or stops the instance in
+// the background (Close cancels it), with the state-change notifications of
+// that transition queued at once. It returns the warning's body, so that a
+// test can send it again with SendMessage, once every copy is queued; if a
+// send fails, nothing is scheduled.
+func (c *Cloud) InterruptWith(ctx context.Context, instanceID string, spec InterruptSpec) (string, error) {
+	notice := spec.Notice
+	if notice == 0 {
+		notice = DefaultInterruptionNotice
+	}
+	if notice < 0 {
+		return "", fmt.Errorf("localcloud: interrupt %s: negative notice %s", instanceID, notice)
+	}
+	action := spec.Action
+	if action == "" {
+		action = InterruptionActionTerminate
+	}
+	if action != InterruptionActionTerminate && action != InterruptionActionStop {
+		return "", fmt.Errorf("localcloud: interrupt %s: unknown action %q (want %q or %q)",
+			instanceID, action, InterruptionActionTerminate, InterruptionActionStop)
+	}
+	if spec.Duplicates < 0 {
+		return "", fmt.Errorf("localcloud: interrupt %s: negative duplicates %d", instanceID, spec.Duplicates)
+	}
+	return c.interrupt(ctx, instanceID, notice, action, spec.Duplicates)
+}
+
+// interrupt sends the warning 1+dups times and schedules the action.
+func (c *Cloud) interrupt(ctx context.Context, instanceID string, notice time.Duration, action string, dups int) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	inst, err := c.describeInstance(ctx, instanceID)
 	if err != nil {
-		return fmt.Errorf("localcloud: interrupt %s: %w", instanceID, err)
+		return "", fmt.Errorf("localcloud: interrupt %s: %w", instanceID, err)
 	}
 	if inst.State != string(types.InstanceStateNameRunning) {
-		return fmt.Errorf("localcloud: interrupt %s: %w (state %s)", instanceID, errNotRunning, inst.State)
+		return "", fmt.Errorf("localcloud: interrupt %s: %w (state %s)", instanceID, errNotRunning, inst.State)
 	}
-	az := inst.AvailabilityZone
-	if az == "" {
-		az = DefaultRegion + "a"
+	body := interruptionBody(instanceID, inst.AvailabilityZone, action)
+	for i := range 1 + dups {
+		if err := c.sendBody(ctx, body); err != nil {
+			return body, fmt.Errorf("localcloud: interrupt %s: warning %d of %d: %w", instanceID, i+1, 1+dups, err)
+		}
 	}
-	msg := SpotInterruptionWarning{
-		Version:    "0",
-		ID:         newEventID(),
-		DetailType: SpotInterruptionDetailType,
-		Source:     "aws.ec2",
-		Account:    DefaultAccountID,
-		Time:       time.Now().UTC().Truncate(time.Second),
-		Region:     DefaultRegion,
-		Resources:  []string{"arn:aws:ec2:" + az + ":instance/" + instanceID},
-		Detail:     SpotInterruptionWarningDetail{InstanceID: instanceID, InstanceAction: "terminate"},
+	what := "termination"
+	if action == InterruptionActionStop {
+		what = "stop"
 	}
-	body, err := json.Marshal(msg)
-	if err != nil {
-		return fmt.Errorf("localcloud: interrupt %s: encode warning: %w", instanceID, err)
+	msg := fmt.Sprintf("warning queued, %s in %s", what, notice)
+	if dups > 0 {
+		msg = fmt.Sprintf("warning queued with %d identical duplicates, %s in %s", dups, what, notice)
 	}
-	if _, err := c.sqs.SendMessage(ctx, &sqs.SendMessageInput{
-		QueueUrl:    aws.String(c.queueURL),
-		MessageBody: aws.String(string(body)),
-	}); err != nil {
-		return fmt.Errorf("localcloud: interrupt %s: send warning to %s: %w", instanceID, c.queueURL, err)
-	}
-	c.record(Event{Kind: EventInterruptionWarning, InstanceID: instanceID,
-		Message: fmt.Sprintf("warning queued, termination in %s", notice)})
+	c.record(Event{Kind: EventInterruptionWarning, InstanceID: instanceID, Message: msg})
 
 	started := c.goBackground(func() {
 		t := time.NewTimer(notice)
@@ -123,7 +176,19 @@ func (c *Cloud) Interrupt(ctx context.Context, instanceID string, notice time.Du
 			return
 		case <-t.C:
 		}
-		done, err := c.terminateIfRunning(c.bgCtx, instanceID)
+		if action == InterruptionActionStop {
+			prev, done, err := c.stopIfRunning(c.bgCtx, instanceID, "interruption")
+			m := "stopped after the notice"
+			switch {
+			case errors.Is(err, errNotRunning) || (err == nil && !done):
+				m = "already " + prev + " before the notice ended"
+			case err != nil:
+				m = "stop failed: " + err.Error()
+			}
+			c.record(Event{Kind: EventInterruptionStopped, InstanceID: instanceID, Message: m})
+			return
+		}
+		done, err := c.terminateIfRunning(c.bgCtx, instanceID, "interruption")
 		m := "terminated after the notice"
 		switch {
 		case err != nil:
@@ -134,7 +199,7 @@ func (c *Cloud) Interrupt(ctx context.Context, instanceID string, notice time.Du
 		c.record(Event{Kind: EventInterruptionTerminated, InstanceID: instanceID, Message: m})
 	})
 	if !started {
-		return fmt.Errorf("localcloud: interrupt %s: the cloud is closed", instanceID)
+		return body, fmt.Errorf("localcloud: interrupt %s: the cloud is closed", instanceID)
 	}
-	return nil
+	return body, nil
 }

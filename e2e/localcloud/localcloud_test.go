@@ -16,7 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/e2e/localcloud"
@@ -145,24 +144,28 @@ func TestLocalCloud(t *testing.T) {
 	snapshot()
 
 	// Interruption: a parseable warning now, termination after the notice.
+	// The queue also holds the state-change notifications so far: drop them.
+	q := &queue{cloud: cloud}
+	for len(q.receive(ctx, t, 0)) > 0 { // until the queue is empty
+	}
 	target := insts[1].ID
 	notice := 3 * time.Second
 	sent := time.Now()
 	if err := cloud.Interrupt(ctx, target, notice); err != nil {
 		t.Fatal(err)
 	}
-	out, err := cloud.SQS().ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
-		QueueUrl: aws.String(cloud.QueueURL()), MaxNumberOfMessages: 10, WaitTimeSeconds: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
+	var warnings []message
+	for _, m := range q.collect(ctx, t, 2*time.Second) {
+		if m.Event.DetailType != localcloud.StateChangeDetailType {
+			warnings = append(warnings, m)
+		}
 	}
-	if len(out.Messages) != 1 {
-		t.Fatalf("got %d messages on the queue, want 1", len(out.Messages))
+	if len(warnings) != 1 {
+		t.Fatalf("got %d messages other than state changes on the queue, want 1: %v", len(warnings), warnings)
 	}
 	var warn localcloud.SpotInterruptionWarning
-	if err := json.Unmarshal([]byte(aws.ToString(out.Messages[0].Body)), &warn); err != nil {
-		t.Fatalf("parse warning %q: %v", aws.ToString(out.Messages[0].Body), err)
+	if err := json.Unmarshal([]byte(warnings[0].Body), &warn); err != nil {
+		t.Fatalf("parse warning %q: %v", warnings[0].Body, err)
 	}
 	if warn.DetailType != localcloud.SpotInterruptionDetailType || warn.Source != "aws.ec2" ||
 		warn.Detail.InstanceID != target || warn.Detail.InstanceAction != "terminate" ||

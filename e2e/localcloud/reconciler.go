@@ -89,9 +89,12 @@ func (c *Cloud) startReconciler() {
 // running fleet instance that has none, stops the reconciler's clients whose
 // instance is no longer running (or restarts them if they crashed), and
 // refills maintain fleets that have been below target (or below their
-// capacity limit, when that is lower) for Config.RefillDelay. The reconciler
-// started by Config.Reconcile calls it every ReconcileInterval, and at once
-// after SetCapacityLimit and SetTargetCapacity.
+// capacity limit, when that is lower) for Config.RefillDelay. It also queues
+// the state-change notifications of every transition it sees (see the
+// package doc). The reconciler started by Config.Reconcile calls it every
+// ReconcileInterval, and at once after SetCapacityLimit, SetTargetCapacity,
+// SetRefillDelay, TerminateInstance, StopInstance and an interruption's
+// action.
 func (c *Cloud) Reconcile(ctx context.Context) error {
 	st := &c.rec
 	st.mu.Lock()
@@ -119,12 +122,8 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 	if err != nil {
 		return fmt.Errorf("localcloud: reconcile: %w", err)
 	}
-	type wanted struct {
-		inst    Instance
-		fleetID string
-	}
-	want := map[string]wanted{}
-	listed := map[string]bool{}
+	want := map[string]listedInstance{}
+	listed := map[string]listedInstance{}
 	now := time.Now()
 	for _, f := range fleets {
 		run, err := c.runningInstances(ctx, st, f.id, listed)
@@ -147,7 +146,7 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 			}
 		}
 		for _, in := range run {
-			want[in.ID] = wanted{in, f.id}
+			want[in.ID] = listedInstance{in, f.id}
 		}
 	}
 	for id := range st.belowSince { // forget fleets that are gone
@@ -156,11 +155,14 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 		}
 	}
 	for id := range st.seen { // and instances moto no longer lists
-		if !listed[id] {
+		if _, ok := listed[id]; !ok {
 			delete(st.seen, id)
 			delete(st.capTerminated, id)
 		}
 	}
+
+	// State-change notifications; a failed send is retried next pass.
+	stateErr := c.reconcileStates(ctx, listed, want)
 
 	// Stop what should not run; note crashed clients.
 	type stopReq struct{ id, reason string }
@@ -202,20 +204,24 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 			return fmt.Errorf("localcloud: reconcile: %w", err)
 		}
 	}
+	if stateErr != nil {
+		return fmt.Errorf("localcloud: reconcile: %w", stateErr)
+	}
 	return nil
 }
 
 // runningInstances lists a fleet's instances, numbers the ones seen for the
-// first time, marks every listed one in listed, and returns the running ones
-// (in moto's listing order) that no capacity limit has terminated.
-func (c *Cloud) runningInstances(ctx context.Context, st *reconcilerState, fleetID string, listed map[string]bool) ([]Instance, error) {
+// first time, puts every listed one in listed, and returns the running ones
+// (in moto's listing order) that no capacity limit has terminated. Stopped
+// instances, which moto keeps listing, are not running.
+func (c *Cloud) runningInstances(ctx context.Context, st *reconcilerState, fleetID string, listed map[string]listedInstance) ([]Instance, error) {
 	insts, err := c.fleetInstances(ctx, fleetID)
 	if err != nil {
 		return nil, err
 	}
 	var run []Instance
 	for _, in := range insts {
-		listed[in.ID] = true
+		listed[in.ID] = listedInstance{in, fleetID}
 		if _, ok := st.seen[in.ID]; !ok {
 			st.seq++
 			st.seen[in.ID] = st.seq
@@ -238,7 +244,8 @@ func (c *Cloud) runningInstances(ctx context.Context, st *reconcilerState, fleet
 // client agent (as EC2 would fail them with InsufficientInstanceCapacity).
 func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInfo, running int, now time.Time) (bool, error) {
 	goal, limited := c.effectiveTarget(f.id, f.target)
-	if c.cfg.RefillDelay < 0 || f.fleetType != FleetTypeMaintain ||
+	delay := c.RefillDelay()
+	if delay < 0 || f.fleetType != FleetTypeMaintain ||
 		f.state != string(types.BatchStateActive) || int32(running) >= goal {
 		delete(st.belowSince, f.id)
 		return false, nil
@@ -248,7 +255,7 @@ func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInf
 		st.belowSince[f.id] = now
 		return false, nil
 	}
-	if now.Sub(since) < c.cfg.RefillDelay {
+	if now.Sub(since) < delay {
 		return false, nil
 	}
 	delete(st.belowSince, f.id) // a new countdown starts if still short later
@@ -289,10 +296,10 @@ func (c *Cloud) maybeRefill(ctx context.Context, st *reconcilerState, f fleetInf
 		}
 	}
 	msg := fmt.Sprintf("running %d < target %d for %s: launched %d (fulfilled capacity was %d)",
-		running, f.target, c.cfg.RefillDelay, missing, fulfilled)
+		running, f.target, delay, missing, fulfilled)
 	if limited {
 		msg = fmt.Sprintf("running %d < capacity limit %d (target %d) for %s: launched %d up to the limit (fulfilled capacity was %d)",
-			running, goal, f.target, c.cfg.RefillDelay, missing, fulfilled)
+			running, goal, f.target, delay, missing, fulfilled)
 		if launchTo < f.target {
 			msg += fmt.Sprintf("; restoring the target made moto launch %d more, terminated for the limit", f.target-launchTo)
 		}
