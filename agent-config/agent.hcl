@@ -38,5 +38,11 @@ target "spotfleet" {
     # aws_credential_provider = "ec2_role"
     # aws_access_key_id     = "..."
     # aws_secret_access_key = "..."
+
+    # Spot interruption handling (docs/interruptions.md): the SQS queue that
+    # EventBridge fills with the account's EC2 events (agent-config/infra/).
+    # One queue serves every fleet, so it is set here, not per policy; unset
+    # turns interruption handling off.
+    interruption_queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/nomad-spot-interruptions"
   }
 }

@@ -34,6 +34,10 @@ scaling "spot_pool" {
       node_purge                    = "true"
       # The policy's cooldown, kept across agent restarts (see the README).
       restart_cooldown              = "2m"
+      # Drain deadline after a spot interruption warning (under the 2m notice).
+      interruption_drain_deadline   = "90s"
+      # On a rebalance recommendation: ignore (default), cordon or drain.
+      rebalance_action              = "ignore"
     }
   }
 }

@@ -89,7 +89,7 @@ func parseDeparture(instanceID, v string) *departure {
 			}
 		case "at":
 			if t, err := time.Parse(time.RFC3339, val); err == nil {
-				d.at = t
+				d.at, d.handled = t, t
 			}
 		case "step":
 			switch replacement(val) {

@@ -447,7 +447,7 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 		log.Warn("instance is going: node force-drained so that its allocations are placed elsewhere now, not after Nomad's heartbeat misses",
 			"state", ev.State, "node_id", node.ID, "running_allocations", busy, "warned_before", d != nil)
 	}
-	if cfg.Purge && (ev.State == "terminated" || ev.State == "shutting-down") {
+	if cfg.Purge && ev.State != "stopping" {
 		fs.queuePurge(node.ID, ev.InstanceID)
 		t.purgeDown(ctx, log, fs)
 	}

@@ -79,7 +79,11 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 		if v, ok := in.Tags[tagInterrupted]; ok && fs.departureOf(in.ID) == nil {
 			// Recorded by an earlier process: its unit was in the
 			// target before this reading.
-			if d, added := fs.addDeparture(parseDeparture(in.ID, v)); added && d.step == stepRaised {
+			restored := parseDeparture(in.ID, v)
+			if restored.handled.IsZero() {
+				restored.at, restored.handled = w.at, w.at
+			}
+			if d, added := fs.addDeparture(restored); added && d.step == stepRaised {
 				w.raised++
 			}
 		}
