@@ -17,6 +17,39 @@ import (
 // check leave the instance alone, also after a restart.
 const tagInterrupted = "nomad-autoscaler:interrupted"
 
+// tagReplacements on the fleet request is the ledger of replacement units:
+// the instances (comma-separated) whose unit is, or is about to be, in the
+// target capacity. It is written before a raise and after a unit is given
+// back, so that a process started after the leaving instance is gone (its
+// own tag gone with it) still gives the unit back.
+const tagReplacements = "nomad-autoscaler:replacements"
+
+// parseLedger reads tagReplacements.
+func parseLedger(v string) []string {
+	var out []string
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// ledger returns the value of tagReplacements: the departures whose unit is
+// raised, plus extra (a raise about to be made).
+func (fs *fleetState) ledger(extra ...string) string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	ids := append([]string(nil), extra...)
+	for id, d := range fs.departures {
+		if d.step == stepRaised {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
 // tagRebalance on an instance records that rebalance_action = cordon marked
 // its node ineligible ("cordoned at=...").
 const tagRebalance = "nomad-autoscaler:rebalance"

@@ -56,6 +56,9 @@ func (t *TargetPlugin) tend(ctx context.Context) {
 // instances (node_purge) and logs a replacement that does not come.
 func (t *TargetPlugin) tendFleet(ctx context.Context, fs *fleetState) error {
 	cfg := fs.config()
+	if cfg.DryRun {
+		return nil
+	}
 	log := t.logger.With("spot_fleet_request_id", fs.id, "action", "interruption")
 	all, err := t.fleet.Instances(ctx, fs.id)
 	if err != nil {
@@ -132,6 +135,13 @@ func (t *TargetPlugin) tendFleet(ctx context.Context, fs *fleetState) error {
 // of departures whose instance is gone (EC2 would refill it otherwise, on
 // top of the replacement).
 func (t *TargetPlugin) giveBackUnits(ctx context.Context, log hclog.Logger, fs *fleetState) error {
+	if fs.raisedUnits() == 0 {
+		return nil
+	}
+	// Wait for a modifying fleet outside the lock (Status reads under it).
+	if _, err := t.fleet.WaitModifiable(ctx, fs.id); err != nil {
+		return err
+	}
 	fs.targetMu.Lock()
 	defer fs.targetMu.Unlock()
 	var raised, goneRaised []*departure
@@ -179,6 +189,11 @@ func (t *TargetPlugin) giveBackUnits(ctx context.Context, log hclog.Logger, fs *
 	}
 	for _, d := range back {
 		fs.update(d, func(d *departure) { d.step = stepLowered })
+	}
+	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); err != nil {
+		log.Warn("could not update the ledger of replacement units on the fleet request; a restart would give a unit back twice", "error", err)
+	}
+	for _, d := range back {
 		snap := fs.snapshot(d)
 		if !snap.gone {
 			if err := t.fleet.Tag(ctx, []string{snap.instanceID}, map[string]string{tagInterrupted: snap.tagValue()}); err != nil {
@@ -216,11 +231,11 @@ func (t *TargetPlugin) shouldTerminate(ctx context.Context, cfg *policyConfig, d
 // drainedOrDown reports whether the departure's node finished our drain
 // and runs nothing, or is down, or never registered.
 func (t *TargetPlugin) drainedOrDown(ctx context.Context, cfg *policyConfig, d departure) bool {
+	if d.nodeID == "" {
+		return true // no pool node registered for it: nothing runs there
+	}
 	if !d.drained {
 		return false
-	}
-	if d.nodeID == "" {
-		return true
 	}
 	n, err := t.nodes.NodeInfo(ctx, d.nodeID)
 	if err != nil {
@@ -265,9 +280,9 @@ func (t *TargetPlugin) checkSurplus(log hclog.Logger, cfg *policyConfig, fs *fle
 	if !start {
 		return
 	}
-	t.bg.Add(1)
+	t.removals.Add(1)
 	go func() {
-		defer t.bg.Done()
+		defer t.removals.Done()
 		defer func() {
 			fs.mu.Lock()
 			fs.surplusBusy, fs.surplusSince = false, time.Time{}

@@ -234,17 +234,40 @@ func (t *TargetPlugin) depart(ctx context.Context, log hclog.Logger, cfg *policy
 		// gets the interruption's deadline.
 		fs.update(d, func(d *departure) { d.kind, d.at, d.drained = ev.Kind, at, false })
 	}
+	// A node that did not serve when the warning came (cordoned, drained
+	// by someone else, down) holds a unit of the target already: it is
+	// given back when the instance goes, and no replacement is raised (the
+	// count never had it, so a scale-out has added capacity for it if the
+	// load asked for it).
+	held := false
+	if fs.snapshot(d).step == stepPending {
+		if node, err := t.nodeOf(ctx, cfg, d.instanceID); err == nil && node != nil {
+			p, _ := nomadnode.PhaseOf(node.NodeListStub)
+			// A drain of ours for a departure (an earlier process handled
+			// this warning up to its drain) is not a reason to hold.
+			ours := nomadnode.DrainedBy(node.LastDrain, drainMeta(cfg.FleetID)) && node.LastDrain.Meta["reason"] != ""
+			held = p != nomadnode.PhaseReady && p != nomadnode.PhaseJoining && !ours
+		}
+	}
 	var failures []error
 	if err := t.drainLeaving(ctx, log, cfg, fs, d); err != nil {
 		failures = append(failures, err)
 	}
-	if err := t.raiseForReplacement(ctx, log, cfg, fs, d); err != nil {
+	// The departure is recorded on the instance before the target changes,
+	// so that a restart in between never raises a second time.
+	if snap := fs.snapshot(d); snap.step == stepPending {
+		if err := t.fleet.Tag(ctx, []string{d.instanceID}, map[string]string{tagInterrupted: snap.tagValue()}); err != nil {
+			failures = append(failures, fmt.Errorf("recording the interruption on instance %s before raising its replacement: %w", d.instanceID, err))
+			return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: errors.Join(failures...).Error()}
+		}
+	}
+	if err := t.raiseForReplacement(ctx, log, cfg, fs, d, held); err != nil {
 		failures = append(failures, err)
 	}
 	snap := fs.snapshot(d)
 	if err := t.fleet.Tag(ctx, []string{d.instanceID}, map[string]string{tagInterrupted: snap.tagValue()}); err != nil {
-		// In memory the departure is known; only a restart would forget it.
-		log.Warn("could not tag the interrupted instance; a restart of the plugin would not know it is leaving", "error", err)
+		// Recorded as pending, which a restart reads as raised.
+		log.Warn("could not record the replacement step on the interrupted instance", "error", err)
 	}
 	if len(failures) > 0 {
 		return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: errors.Join(failures...).Error()}
@@ -341,13 +364,22 @@ func (t *TargetPlugin) drainLeaving(ctx context.Context, log hclog.Logger, cfg *
 // raiseForReplacement raises the target by one for the leaving instance's
 // replacement, once. No replacement is asked for when a scale-in removes the
 // instance anyway, or when the fleet cannot be resized (type request).
-func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, d *departure) error {
-	snap := fs.snapshot(d)
-	if snap.step != stepPending {
+func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, d *departure, held bool) error {
+	if fs.snapshot(d).step != stepPending {
 		return nil
+	}
+	// Wait for a modifying fleet outside the lock: Status reads the target
+	// under it and must answer in seconds.
+	if _, err := t.fleet.WaitModifiable(ctx, cfg.FleetID); err != nil && !errors.Is(err, fleet.ErrNotModifiable) {
+		return fmt.Errorf("raising the target of %s for the replacement of %s: %w", cfg.FleetID, d.instanceID, err)
 	}
 	fs.targetMu.Lock()
 	defer fs.targetMu.Unlock()
+	snap := fs.snapshot(d)
+	if snap.step != stepPending { // another delivery of the event got here first
+		return nil
+	}
+
 	found, err := t.fleet.DescribeInstances(ctx, []string{snap.instanceID})
 	if err != nil {
 		return fmt.Errorf("reading interrupted instance %s: %w", snap.instanceID, err)
@@ -367,7 +399,24 @@ func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger
 			return nil
 		}
 	}
+	if held {
+		fs.update(d, func(d *departure) { d.step = stepRaised })
+		if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); err != nil {
+			log.Warn("could not update the ledger of replacement units on the fleet request", "error", err)
+		}
+		log.Info("interrupted instance did not serve (its node was cordoned, drained or down): no replacement raised; its unit of the target is given back when it goes")
+		return nil
+	}
+	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger(snap.instanceID)}); err != nil {
+		return fmt.Errorf("recording the replacement of %s in the ledger of %s before raising the target: %w", snap.instanceID, cfg.FleetID, err)
+	}
 	from, to, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, +1)
+	if err != nil {
+		// Not raised (as far as the answer says): the ledger follows.
+		if lerr := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); lerr != nil {
+			log.Warn("could not update the ledger of replacement units on the fleet request", "error", lerr)
+		}
+	}
 	switch {
 	case errors.Is(err, fleet.ErrNotModifiable):
 		fs.update(d, func(d *departure) { d.step, d.why = stepNone, err.Error() })

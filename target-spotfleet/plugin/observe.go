@@ -12,6 +12,7 @@ import (
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
+	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/interruption"
 )
 
 // Tags the plugin keeps on EC2 resources.
@@ -124,6 +125,21 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 				w.lastEvent = time.Unix(0, ns)
 			}
 		}
+		// Replacement units of instances reclaimed while no process
+		// ran: only the fleet's ledger still knows them.
+		for _, id := range parseLedger(tags[tagReplacements]) {
+			if fs.departureOf(id) != nil {
+				continue
+			}
+			_, running := w.runningIDs()[id]
+			d := &departure{instanceID: id, kind: interruption.KindSpotInterruption, at: w.at, handled: w.at, step: stepRaised, restored: true, gone: !running}
+			if _, added := fs.addDeparture(d); added {
+				w.raised++
+				if running {
+					w.leaving[id] = true
+				}
+			}
+		}
 		fs.mu.Lock()
 		fs.eventKnown, fs.restoredEvent = true, w.lastEvent
 		fs.mu.Unlock()
@@ -176,6 +192,10 @@ type member struct {
 	// leaving says the instance is leaving the fleet (an interruption):
 	// it is not counted, not removed, and its replacement is underway.
 	leaving bool
+	// atRisk says this plugin cordoned the node on a rebalance
+	// recommendation and it is still cordoned (not draining): a node that
+	// does not serve, removed by the next scale-in.
+	atRisk bool
 }
 
 // members returns the fleet's running instances with their nodes, sorted by
@@ -198,6 +218,8 @@ func (w *world) members(cfg *policyConfig) []member {
 			m.unknown = w.mayHaveNode(in)
 			m.notJoined = !m.unknown
 		}
+		_, cordoned := in.Tags[tagRebalance]
+		m.atRisk = cordoned && !m.marked && !m.leaving && m.phase == nomadnode.PhaseIneligible
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].inst.ID < out[j].inst.ID })

@@ -70,7 +70,10 @@ type TargetPlugin struct {
 
 	// bg counts the background goroutines (watcher, follow-up, surplus
 	// removals); stopBackground ends the watcher and the follow-up.
-	bg             sync.WaitGroup
+	bg sync.WaitGroup
+	// removals counts the surplus removals; StopBackground does not wait
+	// for them (a drain may take its whole deadline).
+	removals       sync.WaitGroup
 	stopBackground context.CancelFunc
 	watcher        *interruption.Watcher
 
@@ -183,7 +186,7 @@ func (t *TargetPlugin) startBackground(w *interruption.Watcher) {
 }
 
 // StopBackground stops the interruption watcher and the follow-up and waits
-// for them (and for surplus removals) to return.
+// for them to return (not for a surplus removal, which ends on its own).
 func (t *TargetPlugin) StopBackground() {
 	t.mu.Lock()
 	stop := t.stopBackground

@@ -169,6 +169,10 @@ func (t *TargetPlugin) recordEvent(ctx context.Context, log hclog.Logger, fs *fl
 // changeTarget changes the fleet's target capacity by delta from the target
 // read just before, under the fleet's targetMu (see departure).
 func (t *TargetPlugin) changeTarget(ctx context.Context, fs *fleetState, delta int) (from, to int, err error) {
+	// Wait for a modifying fleet outside the lock (Status reads under it).
+	if _, err := t.fleet.WaitModifiable(ctx, fs.id); err != nil {
+		return 0, 0, fmt.Errorf("changing target capacity of spot fleet request %s by %+d: %w", fs.id, delta, err)
+	}
 	fs.targetMu.Lock()
 	defer fs.targetMu.Unlock()
 	return t.fleet.ChangeTargetCapacity(ctx, fs.id, delta)

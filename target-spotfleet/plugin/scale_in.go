@@ -130,9 +130,15 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	if victims, err = t.chooseVictims(log, cfg, w, n, to); err != nil {
 		return err
 	}
+	// Nodes this plugin cordoned on a rebalance recommendation go with
+	// the first scale-in: they serve nothing new, and without it they would
+	// outlive every scale-in. They are not serving, so they do not count
+	// against the nodes removed.
+	servingVictims := len(victims)
+	victims = append(victims, atRisk(w.members(cfg))...)
 	log = log.With("from", c.count)
 	ids := memberIDs(victims)
-	plannedTarget := max(to, live-len(victims))
+	plannedTarget := max(to, live-servingVictims)
 	if err := t.fleet.CheckTerminate(ctx, ids); err != nil {
 		return fmt.Errorf("scale in of %s: not draining anything: %w", cfg.FleetID, err)
 	}
@@ -162,7 +168,13 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 	}
 
 	// Step 5: lower the target by the difference, read again just before.
-	newTarget := max(to, live-len(removable))
+	servingRemoved := 0
+	for _, m := range removable {
+		if !m.atRisk {
+			servingRemoved++
+		}
+	}
+	newTarget := max(to, live-servingRemoved)
 	if err := t.changeCapacityPatiently(ctx, log, cfg, fs, newTarget-from); err != nil {
 		fs.removalFailed(t.now(), err)
 		log.Error("scale in: capacity change keeps failing after the drain; drained nodes stay cordoned and marked, the next status finishes the scale-in",
@@ -254,6 +266,10 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 	// moves the goal with it.
 	var raisedAtGoal int
 	attempt := func() error {
+		// Wait for a modifying fleet outside the lock (Status reads under it).
+		if _, err := t.fleet.WaitModifiable(ctx, cfg.FleetID); err != nil {
+			return err
+		}
 		fs.targetMu.Lock()
 		defer fs.targetMu.Unlock()
 		if goal < 0 {
@@ -465,7 +481,8 @@ func (t *TargetPlugin) drain(ctx context.Context, log hclog.Logger, cfg *policyC
 	if err != nil {
 		return false, err
 	}
-	if n.Status != api.NodeStatusReady || n.DrainStrategy != nil || n.SchedulingEligibility != api.NodeSchedulingEligible {
+	cordonedByUs := v.atRisk && n.SchedulingEligibility == api.NodeSchedulingIneligible
+	if n.Status != api.NodeStatusReady || n.DrainStrategy != nil || (n.SchedulingEligibility != api.NodeSchedulingEligible && !cordonedByUs) {
 		return false, fmt.Errorf("node changed since it was chosen (status %s, eligibility %s, draining %t): left alone",
 			n.Status, n.SchedulingEligibility, n.DrainStrategy != nil)
 	}
@@ -595,4 +612,17 @@ func joinFailures(fs []failure) error {
 		errs = append(errs, fmt.Errorf("instance %s (%s): %w", f.m.inst.ID, node, f.err))
 	}
 	return errors.Join(errs...)
+}
+
+// atRisk returns the members whose node this plugin cordoned on a rebalance
+// recommendation (rebalance_action = cordon) and that nothing else holds:
+// still cordoned, not draining, not leaving, not chosen already.
+func atRisk(ms []member) []member {
+	var out []member
+	for _, m := range ms {
+		if m.atRisk {
+			out = append(out, m)
+		}
+	}
+	return out
 }
