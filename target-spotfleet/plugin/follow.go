@@ -104,6 +104,17 @@ func (t *TargetPlugin) tendFleet(ctx context.Context, fs *fleetState) error {
 			}
 			continue
 		}
+		if d.kind == interruption.KindRebalance && d.drained && t.drainCancelledBySomeone(ctx, cfg, d) {
+			// An operator took the node back: it serves again and is
+			// counted again (a surplus it leaves is removed as any other).
+			if err := t.fleet.Untag(ctx, []string{d.instanceID}, tagInterrupted); err != nil {
+				dlog.Warn("could not remove the departure tag from the instance", "error", err)
+				continue
+			}
+			fs.forgetDeparture(d.instanceID)
+			dlog.Info("the rebalance drain was cancelled by someone else: the node serves again and the departure is dropped", "node_id", d.nodeID)
+			continue
+		}
 		if !d.drained {
 			if err := t.drainLeaving(ctx, dlog, cfg, fs, pd); err != nil {
 				dlog.Warn("could not drain the node of the leaving instance; retrying", "error", err)
@@ -317,4 +328,18 @@ func (t *TargetPlugin) removeSurplus(log hclog.Logger, cfg *policyConfig, fs *fl
 	if err := t.scaleIn(ctx, log, cfg, fs, w, sdk.ScalingAction{Count: int64(w.target()), Reason: reason}); err != nil {
 		log.Warn("surplus removal did not complete; retried at a later status", "error", err)
 	}
+}
+
+// drainCancelledBySomeone reports whether the departure's drain (ours) was
+// cancelled by someone else and the node takes work again.
+func (t *TargetPlugin) drainCancelledBySomeone(ctx context.Context, cfg *policyConfig, d departure) bool {
+	if d.nodeID == "" {
+		return false
+	}
+	n, err := t.nodes.NodeInfo(ctx, d.nodeID)
+	if err != nil || n.DrainStrategy != nil || n.SchedulingEligibility != api.NodeSchedulingEligible || n.Status != api.NodeStatusReady {
+		return false
+	}
+	last := n.LastDrain
+	return nomadnode.DrainedBy(last, drainMeta(cfg.FleetID)) && last.Status == api.DrainStatusCanceled && last.Meta[cancelledByKey] == ""
 }

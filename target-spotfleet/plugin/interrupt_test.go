@@ -327,3 +327,26 @@ func TestPolicyKeysOfInterruptions(t *testing.T) {
 	require.Equal(t, 30*time.Second, p.InterruptionDrain)
 	require.Equal(t, rebalanceDrain, p.RebalanceAction)
 }
+
+func TestARebalanceDrainAnOperatorCancelsEndsTheDeparture(t *testing.T) {
+	r, ids := interruptRig(t)
+	r.config = r.with(configKeyRebalanceAction, "drain")
+	r.status(t)
+	atRisk := ids[0]
+	node := r.nodeOf[atRisk]
+	r.nomad.setHold(node, true)
+	require.Equal(t, interruption.Done, r.event(t, interruption.Event{ID: "rb", Kind: interruption.KindRebalance, InstanceID: atRisk, Time: r.now}).Disposition)
+	require.EqualValues(t, 2, r.status(t))
+	// nomad node drain -disable: Nomad keeps the drain's meta.
+	r.nomad.update(node, func(n *api.Node) {
+		n.DrainStrategy = nil
+		n.LastDrain.Status = api.DrainStatusCanceled
+		n.SchedulingEligibility = api.NodeSchedulingEligible
+	})
+	r.tend(t)
+	require.Nil(t, r.plugin.state(r.fleetID).departureOf(atRisk), "the departure outlived the operator's cancel")
+	require.NotContains(t, r.ec2.InstanceTags(atRisk), tagInterrupted)
+	require.Contains(t, sortedRunning(r), atRisk, "an instance the operator kept was terminated")
+	r.joinNewInstances()
+	require.EqualValues(t, 4, r.status(t), "the node the operator kept counts again")
+}
