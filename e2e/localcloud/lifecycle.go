@@ -19,8 +19,9 @@ import (
 //
 // For a fleet instance, the state-change notifications "shutting-down" and
 // "terminated" (and "running" first, if none was sent for it yet) are queued
-// before it returns, unless Config.NoStateChangeEvents; the reconciler is
-// woken to stop the instance's client agent.
+// before it returns, unless Config.NoStateChangeEvents; the instance's client
+// agent is stopped between the two, as the machine is down when AWS says
+// "terminated".
 func (c *Cloud) TerminateInstance(ctx context.Context, instanceID string) error {
 	_, err := c.terminateIfRunning(ctx, instanceID, "TerminateInstance")
 	return err
@@ -139,6 +140,22 @@ func (c *Cloud) noteAfter(ctx context.Context, instanceID, fleetID, via string) 
 	if err != nil {
 		c.logf("state change of %s: %v", instanceID, err)
 		return
+	}
+	// The machine goes down before AWS says "terminated" or "stopped": the
+	// intermediate state first, then the client agent is stopped, then the
+	// final state.
+	switch types.InstanceStateName(inst.State) {
+	case types.InstanceStateNameTerminated, types.InstanceStateNameStopped:
+		first := string(types.InstanceStateNameShuttingDown)
+		if types.InstanceStateName(inst.State) == types.InstanceStateNameStopped {
+			first = string(types.InstanceStateNameStopping)
+		}
+		if err := c.emitState(ctx, instanceID, fleetID, first, via); err != nil {
+			c.logf("%v", err)
+		}
+		if err := c.stopClient(instanceID, "instance "+inst.State); err != nil {
+			c.logf("%v", err)
+		}
 	}
 	if err := c.emitState(ctx, instanceID, fleetID, inst.State, via); err != nil {
 		c.logf("%v", err)

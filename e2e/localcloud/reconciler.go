@@ -161,9 +161,6 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 		}
 	}
 
-	// State-change notifications; a failed send is retried next pass.
-	stateErr := c.reconcileStates(ctx, listed, want)
-
 	// Stop what should not run; note crashed clients.
 	type stopReq struct{ id, reason string }
 	var stops []stopReq
@@ -181,16 +178,29 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 		}
 	}
 	c.mu.Unlock()
+	// The clients of instances that stopped running are stopped before
+	// their state changes are announced: AWS reports "terminated" or
+	// "stopped" once the machine is down, and a plugin may purge its node
+	// on that word.
+	var stopping sync.WaitGroup
 	for _, s := range stops {
 		if s.reason != "instance no longer running" {
 			c.record(Event{Kind: EventClientFailed, InstanceID: s.id, Message: s.reason})
 		}
-		c.goBackground(func() {
+		stopping.Add(1)
+		if !c.goBackground(func() {
+			defer stopping.Done()
 			if err := c.stopClient(s.id, s.reason); err != nil {
 				c.logf("%v", err)
 			}
-		})
+		}) {
+			stopping.Done()
+		}
 	}
+	stopping.Wait()
+
+	// State-change notifications; a failed send is retried next pass.
+	stateErr := c.reconcileStates(ctx, listed, want)
 
 	for id, w := range want {
 		if have[id] {

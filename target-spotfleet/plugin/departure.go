@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -48,6 +49,16 @@ func (fs *fleetState) ledger(extra ...string) string {
 	}
 	sort.Strings(ids)
 	return strings.Join(ids, ",")
+}
+
+// writeLedger writes the fleet's ledger of replacement units; a failure is
+// remembered, and the next status writes it again.
+func (t *TargetPlugin) writeLedger(ctx context.Context, fs *fleetState, extra ...string) error {
+	err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger(extra...)})
+	fs.mu.Lock()
+	fs.ledgerDirty = err != nil
+	fs.mu.Unlock()
+	return err
 }
 
 // tagRebalance on an instance records that rebalance_action = cordon marked

@@ -107,11 +107,21 @@ func (t *TargetPlugin) tendFleet(ctx context.Context, fs *fleetState) error {
 		if d.kind == interruption.KindRebalance && d.drained && t.drainCancelledBySomeone(ctx, cfg, d) {
 			// An operator took the node back: it serves again and is
 			// counted again (a surplus it leaves is removed as any other).
+			// A unit raised for its replacement goes back first.
+			if d.step == stepRaised {
+				if err := t.giveBackOne(ctx, fs, pd); err != nil {
+					dlog.Warn("could not give back the replacement unit of a departure an operator cancelled; retrying", "error", err)
+					continue
+				}
+			}
 			if err := t.fleet.Untag(ctx, []string{d.instanceID}, tagInterrupted); err != nil {
 				dlog.Warn("could not remove the departure tag from the instance", "error", err)
 				continue
 			}
 			fs.forgetDeparture(d.instanceID)
+			if err := t.writeLedger(ctx, fs); err != nil {
+				dlog.Warn("could not update the ledger of replacement units; retried at the next status", "error", err)
+			}
 			dlog.Info("the rebalance drain was cancelled by someone else: the node serves again and the departure is dropped", "node_id", d.nodeID)
 			continue
 		}
@@ -201,8 +211,8 @@ func (t *TargetPlugin) giveBackUnits(ctx context.Context, log hclog.Logger, fs *
 	for _, d := range back {
 		fs.update(d, func(d *departure) { d.step = stepLowered })
 	}
-	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); err != nil {
-		log.Warn("could not update the ledger of replacement units on the fleet request; a restart would give a unit back twice", "error", err)
+	if err := t.writeLedger(ctx, fs); err != nil {
+		log.Warn("could not update the ledger of replacement units on the fleet request; retried at the next status", "error", err)
 	}
 	for _, d := range back {
 		snap := fs.snapshot(d)
@@ -342,4 +352,21 @@ func (t *TargetPlugin) drainCancelledBySomeone(ctx context.Context, cfg *policyC
 	}
 	last := n.LastDrain
 	return nomadnode.DrainedBy(last, drainMeta(cfg.FleetID)) && last.Status == api.DrainStatusCanceled && last.Meta[cancelledByKey] == ""
+}
+
+// giveBackOne lowers the target by the unit of one departure.
+func (t *TargetPlugin) giveBackOne(ctx context.Context, fs *fleetState, d *departure) error {
+	if _, err := t.fleet.WaitModifiable(ctx, fs.id); err != nil {
+		return err
+	}
+	fs.targetMu.Lock()
+	defer fs.targetMu.Unlock()
+	if fs.snapshot(d).step != stepRaised {
+		return nil
+	}
+	if _, _, err := t.fleet.ChangeTargetCapacity(ctx, fs.id, -1); err != nil {
+		return err
+	}
+	fs.update(d, func(d *departure) { d.step = stepLowered })
+	return nil
 }

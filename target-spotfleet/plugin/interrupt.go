@@ -96,8 +96,10 @@ func (t *TargetPlugin) owner(ctx context.Context, id string) (fs *fleetState, kn
 	if len(fleets) == 0 {
 		return nil, false, nil
 	}
+	fresh := true
 	for fid := range fleets {
 		if !t.refreshDue(fid) {
+			fresh = false
 			continue
 		}
 		all, err := t.fleet.Instances(ctx, fid)
@@ -118,6 +120,11 @@ func (t *TargetPlugin) owner(ctx context.Context, id string) (fs *fleetState, kn
 	}
 	if fs := fleets[found[0].Tags[fleetTag]]; fs != nil {
 		return fs, true, nil
+	}
+	if !fresh && found[0].Tags[fleetTag] == "" {
+		// EC2 lists it but a fleet's list was read too recently to be
+		// read again: it may be a fleet's newest instance.
+		return nil, false, nil
 	}
 	return nil, true, nil
 }
@@ -261,7 +268,19 @@ func (t *TargetPlugin) depart(ctx context.Context, log hclog.Logger, cfg *policy
 			return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: errors.Join(failures...).Error()}
 		}
 	}
-	if err := t.raiseForReplacement(ctx, log, cfg, fs, d, held); err != nil {
+	// A held node has a unit of its own only if the target holds more than
+	// the serving instances (a scale-out counted it); a scale-in does not.
+	room := false
+	if held {
+		if w, err := t.observe(ctx, cfg, fs); err == nil {
+			c := t.capacityOf(cfg, fs, w, w.members(cfg))
+			room = w.target() > c.serving
+		} else {
+			failures = append(failures, err)
+			return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: errors.Join(failures...).Error()}
+		}
+	}
+	if err := t.raiseForReplacement(ctx, log, cfg, fs, d, held, room); err != nil {
 		failures = append(failures, err)
 	}
 	snap := fs.snapshot(d)
@@ -364,7 +383,7 @@ func (t *TargetPlugin) drainLeaving(ctx context.Context, log hclog.Logger, cfg *
 // raiseForReplacement raises the target by one for the leaving instance's
 // replacement, once. No replacement is asked for when a scale-in removes the
 // instance anyway, or when the fleet cannot be resized (type request).
-func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, d *departure, held bool) error {
+func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, d *departure, held, room bool) error {
 	if fs.snapshot(d).step != stepPending {
 		return nil
 	}
@@ -399,22 +418,29 @@ func (t *TargetPlugin) raiseForReplacement(ctx context.Context, log hclog.Logger
 			return nil
 		}
 	}
+	if held && !room {
+		fs.update(d, func(d *departure) {
+			d.step, d.why = stepNone, "it did not serve and the target holds no unit for it"
+		})
+		log.Info("interrupted instance did not serve and the target holds no unit for it: no replacement, nothing to give back")
+		return nil
+	}
 	if held {
 		fs.update(d, func(d *departure) { d.step = stepRaised })
-		if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); err != nil {
-			log.Warn("could not update the ledger of replacement units on the fleet request", "error", err)
+		if err := t.writeLedger(ctx, fs); err != nil {
+			log.Warn("could not update the ledger of replacement units on the fleet request; retried at the next status", "error", err)
 		}
 		log.Info("interrupted instance did not serve (its node was cordoned, drained or down): no replacement raised; its unit of the target is given back when it goes")
 		return nil
 	}
-	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger(snap.instanceID)}); err != nil {
+	if err := t.writeLedger(ctx, fs, snap.instanceID); err != nil {
 		return fmt.Errorf("recording the replacement of %s in the ledger of %s before raising the target: %w", snap.instanceID, cfg.FleetID, err)
 	}
 	from, to, err := t.fleet.ChangeTargetCapacity(ctx, cfg.FleetID, +1)
 	if err != nil {
 		// Not raised (as far as the answer says): the ledger follows.
-		if lerr := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{tagReplacements: fs.ledger()}); lerr != nil {
-			log.Warn("could not update the ledger of replacement units on the fleet request", "error", lerr)
+		if lerr := t.writeLedger(ctx, fs); lerr != nil {
+			log.Warn("could not update the ledger of replacement units on the fleet request; retried at the next status", "error", lerr)
 		}
 	}
 	switch {
@@ -466,6 +492,16 @@ func (t *TargetPlugin) cordonAtRisk(ctx context.Context, log hclog.Logger, cfg *
 // node is purged (node_purge), and a departure learns that the instance is
 // gone, so that its replacement unit is given back.
 func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, ev interruption.Event) interruption.Outcome {
+	// Messages come late and more than once, and a stopped instance may be
+	// started again: act only on what EC2 says now.
+	found, err := t.fleet.DescribeInstances(ctx, []string{ev.InstanceID})
+	if err != nil {
+		return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: err.Error()}
+	}
+	if len(found) == 1 && found[0].Running() {
+		return interruption.Outcome{Disposition: interruption.Drop,
+			Why: fmt.Sprintf("instance %s of %s is %s again: the %s message is out of date", ev.InstanceID, fs.id, found[0].State, ev.State)}
+	}
 	d := fs.departureOf(ev.InstanceID)
 	if d != nil {
 		fs.update(d, func(d *departure) { d.gone = true })
@@ -485,7 +521,24 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 	if err != nil {
 		return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: err.Error()}
 	}
-	if n.Status != api.NodeStatusDown && busy > 0 {
+	dead := ev.State == "terminated" || ev.State == "stopped"
+	if cfg.Purge && dead && n.Status != api.NodeStatusDown {
+		// The instance is gone: its client can no longer say that its
+		// allocations stopped, and Nomad (v1.6) starts their replacements
+		// only once they are terminal, that is once the node is down. A
+		// purge makes them lost now, so they are replaced at once.
+		if err := t.withNomadRetry(ctx, log, "purging the node of a gone instance", func() error {
+			return t.nodes.Purge(ctx, node.ID)
+		}); err != nil {
+			return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: err.Error()}
+		}
+		fs.purged(node.ID)
+		log.Warn("instance is gone: its node purged at once (node_purge), so that its allocations are replaced now, not after Nomad's heartbeat misses",
+			"state", ev.State, "node_id", node.ID, "running_allocations", busy, "warned_before", d != nil)
+		return interruption.Outcome{Disposition: interruption.Done}
+	}
+	alreadyForced := n.DrainStrategy != nil && n.DrainStrategy.Deadline < 0
+	if n.Status != api.NodeStatusDown && busy > 0 && !alreadyForced {
 		meta := drainMeta(cfg.FleetID)
 		meta["reason"] = "instance-" + ev.State
 		if err := t.withNomadRetry(ctx, log, "force-draining the node of a stopped instance", func() error {
@@ -493,7 +546,7 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 		}); err != nil {
 			return interruption.Outcome{Disposition: interruption.Retry, RetryAfter: retryFailed, Why: err.Error()}
 		}
-		log.Warn("instance is going: node force-drained so that its allocations are placed elsewhere now, not after Nomad's heartbeat misses",
+		log.Warn("instance is going: node force-drained so that its allocations are placed elsewhere now (they start once the node is down or purged)",
 			"state", ev.State, "node_id", node.ID, "running_allocations", busy, "warned_before", d != nil)
 	}
 	if cfg.Purge && ev.State != "stopping" {

@@ -228,15 +228,31 @@ func TestStateChangeWithoutWarningMovesTheAllocationsAtOnceAndPurges(t *testing.
 	node := r.nodeOf[gone]
 	r.nomad.setHold(node, true)
 	r.ec2.Kill(gone)
-	out := r.event(t, interruption.Event{ID: "sc", Kind: interruption.KindStateChange, InstanceID: gone, State: "terminated", Time: r.now})
+	out := r.event(t, interruption.Event{ID: "sc1", Kind: interruption.KindStateChange, InstanceID: gone, State: "shutting-down", Time: r.now})
 	require.Equal(t, interruption.Done, out.Disposition, out.Why)
 	n := r.nomad.node(node)
-	require.NotNil(t, n.DrainStrategy, "the allocations of a dead node are moved now, not after the heartbeat")
+	require.NotNil(t, n.DrainStrategy, "the allocations of a dying node are placed elsewhere now, not after the heartbeat")
 	require.Equal(t, time.Duration(-1), n.DrainStrategy.Deadline, "forced")
-	r.nomad.update(node, func(n *api.Node) { n.Status = api.NodeStatusDown })
-	r.status(t)
-	require.Contains(t, r.nomad.purged, node)
+	out = r.event(t, interruption.Event{ID: "sc2", Kind: interruption.KindStateChange, InstanceID: gone, State: "shutting-down", Time: r.now})
+	require.Equal(t, interruption.Done, out.Disposition, out.Why)
+	require.Equal(t, 1, r.nomad.callCount("StartDrain"), "one forced drain per dying node")
+
+	// Terminated: Nomad starts the replacements only once the old
+	// allocations are terminal; a purge makes them so at once.
+	out = r.event(t, interruption.Event{ID: "sc3", Kind: interruption.KindStateChange, InstanceID: gone, State: "terminated", Time: r.now})
+	require.Equal(t, interruption.Done, out.Disposition, out.Why)
+	require.Contains(t, r.nomad.purged, node, "the node of a terminated instance is purged at once with node_purge")
 	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID), "a loss without warning is refilled by the fleet")
+}
+
+func TestStateChangeWithoutNodePurgeLeavesTheNodeToNomad(t *testing.T) {
+	r, ids := interruptRig(t)
+	gone := ids[1]
+	r.ec2.Kill(gone)
+	out := r.event(t, interruption.Event{ID: "sc", Kind: interruption.KindStateChange, InstanceID: gone, State: "terminated", Time: r.now})
+	require.Equal(t, interruption.Done, out.Disposition, out.Why)
+	require.Empty(t, r.nomad.purged, "purged without node_purge")
+	require.Equal(t, 1, r.nomad.callCount("StartDrain"), "the replacements are placed at once by a forced drain")
 }
 
 func TestEventsForOtherInstancesAreDroppedAndUnknownOnesRetried(t *testing.T) {
@@ -251,6 +267,9 @@ func TestEventsForOtherInstancesAreDroppedAndUnknownOnesRetried(t *testing.T) {
 	// An instance of a fleet this plugin does not scale.
 	other := r.ec2.AddFleet(ec2fake.Fleet{TargetCapacity: 1, InstanceTypes: []string{"c5.large", "m5.large"}})
 	foreign := r.ec2.Running(other)[0]
+	out = r.warn(t, foreign)
+	require.Equal(t, interruption.Retry, out.Disposition, "a fleet list read moments ago may not show a fresh instance yet: %s", out.Why)
+	r.now = r.now.Add(ownerRefresh)
 	out = r.warn(t, foreign)
 	require.Equal(t, interruption.Drop, out.Disposition, out.Why)
 	require.Equal(t, 1, r.ec2.TargetCapacity(other))

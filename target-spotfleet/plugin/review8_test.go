@@ -1,8 +1,8 @@
 package plugin
 
-// Eighth review: spot interruption handling (commit "target-spotfleet: spot
-// interruption handling ..."). Every test in this file fails on that commit;
-// each one shows a defect that would hurt a production fleet.
+// Eighth review: spot interruption handling (commit 2524b9d "target-spotfleet: spot
+// interruption handling ..."). Every test in this file failed on that commit
+// and passes since the fixes; each one is a defect that would hurt a production fleet.
 
 import (
 	"context"

@@ -76,6 +76,9 @@ type fleetState struct {
 	// target holds; surplusBusy says a surplus removal runs.
 	surplusSince time.Time
 	surplusBusy  bool
+	// ledgerDirty says the last write of the ledger of replacement units
+	// failed: the next status writes it again.
+	ledgerDirty bool
 }
 
 // setConfig records the policy config the agent last used for the fleet.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
 	"github.com/hashicorp/nomad-autoscaler/sdk"
 )
 
@@ -47,6 +48,9 @@ func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policy
 	}
 	if len(pending) == 0 {
 		t.checkSurplus(log, cfg, fs, w, t.capacityOf(cfg, fs, w, w.members(cfg)))
+	}
+	if !cfg.DryRun {
+		t.tidyMarks(ctx, log, fs, w)
 	}
 	st := t.statusOf(log, cfg, fs, w, pending)
 	fs.mu.Lock()
@@ -183,4 +187,30 @@ func (t *TargetPlugin) restartCooldown(cfg *policyConfig, fs *fleetState, w *wor
 			age.Round(time.Second), configKeyRestartCooldown, cfg.RestartCooldown)
 	}
 	return ""
+}
+
+// tidyMarks writes the ledger of replacement units again after a failed
+// write, and removes the rebalance mark of nodes that serve again (an
+// operator made them eligible): a later cordon of theirs is not ours.
+func (t *TargetPlugin) tidyMarks(ctx context.Context, log hclog.Logger, fs *fleetState, w *world) {
+	fs.mu.Lock()
+	dirty := fs.ledgerDirty
+	fs.mu.Unlock()
+	if dirty {
+		if err := t.writeLedger(ctx, fs); err != nil {
+			log.Warn("could not write the ledger of replacement units on the fleet request; retrying at the next status", "error", err)
+		}
+	}
+	for _, in := range w.instances {
+		if _, ok := in.Tags[tagRebalance]; !ok {
+			continue
+		}
+		if n, ok := w.nodes[in.ID]; ok && n.SchedulingEligibility == api.NodeSchedulingEligible {
+			if err := t.fleet.Untag(ctx, []string{in.ID}, tagRebalance); err != nil {
+				log.Warn("could not remove the rebalance mark of a node that serves again", "instance_id", in.ID, "error", err)
+				continue
+			}
+			log.Info("node cordoned on a rebalance recommendation is eligible again: its mark is removed", "instance_id", in.ID, "node_id", n.ID)
+		}
+	}
 }
