@@ -8,8 +8,8 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/api"
 	"github.com/hashicorp/nomad-autoscaler/sdk"
+	"github.com/hashicorp/nomad/api"
 )
 
 // Meta keys the plugin adds to its status, beside the SDK's last-event key.
