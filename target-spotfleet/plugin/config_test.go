@@ -170,10 +170,14 @@ func TestParsePolicyConfigAcceptsAgentKeys(t *testing.T) {
 			"node_selector_strategy":         "least_busy",
 			"node_purge":                     "true",
 			"restart_cooldown":               "2m",
+			"interruption_drain_deadline":    "90s",
+			"rebalance_action":               "ignore",
 			"_nomad_autoscaler_grpc_timeout": "7.5s",
 		}, check: func(t *testing.T, p *policyConfig) {
 			require.Equal(t, 10*time.Minute, p.DrainDeadline)
 			require.True(t, p.Purge)
+			require.Equal(t, 90*time.Second, p.InterruptionDrain)
+			require.Equal(t, rebalanceIgnore, p.RebalanceAction)
 		}},
 		{name: "job policy keys from Nomad", cfg: policyWith("Namespace", "default", "Job", "web", "Group", "app",
 			"_nomad_autoscaler_grpc_timeout", "7.5s")},

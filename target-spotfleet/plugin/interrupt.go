@@ -505,6 +505,8 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 	d := fs.departureOf(ev.InstanceID)
 	if d != nil {
 		fs.update(d, func(d *departure) { d.gone = true })
+	} else if ev.State != "stopping" {
+		t.forgetHeldUnit(ctx, log, cfg, fs, ev.InstanceID)
 	}
 	node, err := t.nodeOf(ctx, cfg, ev.InstanceID)
 	if err != nil {
@@ -554,4 +556,49 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 		t.purgeDown(ctx, log, fs)
 	}
 	return interruption.Outcome{Disposition: interruption.Done}
+}
+
+// forgetHeldUnit lowers the target by one when an instance that did not
+// serve (cordoned, drained by someone else) goes without a warning and the
+// target held a unit for it (a scale-out counted it as held): otherwise the
+// maintain fleet would refill capacity nobody asked for, and the strategy
+// would have to drain a node to undo it. The strategy scales out if the load
+// needs more.
+func (t *TargetPlugin) forgetHeldUnit(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, instanceID string) {
+	fs.mu.Lock()
+	last := fs.last
+	fs.mu.Unlock()
+	if last == nil {
+		return
+	}
+	wasHeld := false
+	for _, m := range last.members(cfg) {
+		if m.inst.ID == instanceID {
+			wasHeld = !m.marked && !m.leaving && !m.unknown && !m.notJoined && m.node != nil &&
+				m.phase != nomadnode.PhaseReady && m.phase != nomadnode.PhaseJoining
+		}
+	}
+	if !wasHeld {
+		return
+	}
+	if _, err := t.fleet.WaitModifiable(ctx, fs.id); err != nil {
+		log.Warn("could not lower the target for a gone instance that did not serve", "error", err)
+		return
+	}
+	w, err := t.observe(ctx, cfg, fs)
+	if err != nil {
+		log.Warn("could not lower the target for a gone instance that did not serve", "error", err)
+		return
+	}
+	c := t.capacityOf(cfg, fs, w, w.members(cfg))
+	if w.target() <= c.serving+c.held {
+		return // the target holds no unit for it (or EC2 refilled it already)
+	}
+	from, to, err := t.changeTarget(ctx, fs, -1)
+	if err != nil {
+		log.Warn("could not lower the target for a gone instance that did not serve", "error", err)
+		return
+	}
+	log.Info("an instance that did not serve is gone: target lowered by one (noTermination) so that EC2 does not refill capacity nobody asked for",
+		"target_capacity", to, "read_before_change", from, "serving", c.serving)
 }

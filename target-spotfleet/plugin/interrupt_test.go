@@ -369,3 +369,33 @@ func TestARebalanceDrainAnOperatorCancelsEndsTheDeparture(t *testing.T) {
 	r.joinNewInstances()
 	require.EqualValues(t, 4, r.status(t), "the node the operator kept counts again")
 }
+
+// A scale-out counts a cordoned node into the target (desired + held); when
+// that node's instance goes without a warning, the maintain fleet would
+// refill it, one instance nobody asked for, which the strategy then drains.
+func TestAHeldNodeLostWithoutWarningIsNotRefilled(t *testing.T) {
+	r, ids := interruptRig(t)
+	held := ids[0]
+	r.nomad.update(r.nodeOf[held], func(n *api.Node) { n.SchedulingEligibility = api.NodeSchedulingIneligible }) // an operator's cordon
+	require.EqualValues(t, 2, r.status(t))
+	require.NoError(t, r.plugin.Scale(action(3), r.config))
+	require.Equal(t, 4, r.ec2.TargetCapacity(r.fleetID), "3 ready wanted + the held node")
+	r.joinNewInstances()
+	require.EqualValues(t, 3, r.status(t))
+
+	r.ec2.NoRefill = true // EC2's refill comes after the message
+	r.ec2.Kill(held)
+	out := r.event(t, interruption.Event{ID: "held-gone", Kind: interruption.KindStateChange, InstanceID: held, State: "terminated", Time: r.now})
+	require.Equal(t, interruption.Done, out.Disposition, out.Why)
+	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID), "the unit the held node took is given back")
+	r.ec2.NoRefill = false
+	require.EqualValues(t, 3, r.status(t))
+	require.Len(t, r.ec2.Running(r.fleetID), 3, "a surplus instance was launched for a node that did not serve")
+
+	// A serving node lost without warning is refilled as before.
+	gone := sortedRunning(r)[0]
+	r.ec2.NoRefill = true
+	r.ec2.Kill(gone)
+	require.Equal(t, interruption.Done, r.event(t, interruption.Event{ID: "serving-gone", Kind: interruption.KindStateChange, InstanceID: gone, State: "terminated", Time: r.now}).Disposition)
+	require.Equal(t, 3, r.ec2.TargetCapacity(r.fleetID), "the target of a serving node lost without warning stays for EC2 to refill")
+}
