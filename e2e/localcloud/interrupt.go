@@ -17,19 +17,23 @@ import (
 // interruption warning.
 const SpotInterruptionDetailType = "EC2 Spot Instance Interruption Warning"
 
+// EventBridgeEvent is the envelope of an EventBridge event as delivered to
+// an SQS queue, with the detail of its detail-type.
+type EventBridgeEvent[D any] struct {
+	Version    string    `json:"version"`
+	ID         string    `json:"id"`
+	DetailType string    `json:"detail-type"`
+	Source     string    `json:"source"`
+	Account    string    `json:"account"`
+	Time       time.Time `json:"time"`
+	Region     string    `json:"region"`
+	Resources  []string  `json:"resources"`
+	Detail     D         `json:"detail"`
+}
+
 // SpotInterruptionWarning is the EventBridge event AWS emits two minutes
 // before it reclaims a spot instance, as delivered to an SQS queue.
-type SpotInterruptionWarning struct {
-	Version    string                        `json:"version"`
-	ID         string                        `json:"id"`
-	DetailType string                        `json:"detail-type"`
-	Source     string                        `json:"source"`
-	Account    string                        `json:"account"`
-	Time       time.Time                     `json:"time"`
-	Region     string                        `json:"region"`
-	Resources  []string                      `json:"resources"`
-	Detail     SpotInterruptionWarningDetail `json:"detail"`
-}
+type SpotInterruptionWarning = EventBridgeEvent[SpotInterruptionWarningDetail]
 
 // SpotInterruptionWarningDetail is the detail of a SpotInterruptionWarning.
 type SpotInterruptionWarningDetail struct {

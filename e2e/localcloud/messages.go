@@ -31,17 +31,7 @@ const ForeignInstanceID = "i-0123456789abcdef0"
 
 // RebalanceRecommendation is the EventBridge event AWS emits when a spot
 // instance is at elevated risk of interruption, as delivered to an SQS queue.
-type RebalanceRecommendation struct {
-	Version    string                        `json:"version"`
-	ID         string                        `json:"id"`
-	DetailType string                        `json:"detail-type"`
-	Source     string                        `json:"source"`
-	Account    string                        `json:"account"`
-	Time       time.Time                     `json:"time"`
-	Region     string                        `json:"region"`
-	Resources  []string                      `json:"resources"`
-	Detail     RebalanceRecommendationDetail `json:"detail"`
-}
+type RebalanceRecommendation = EventBridgeEvent[RebalanceRecommendationDetail]
 
 // RebalanceRecommendationDetail is the detail of a RebalanceRecommendation.
 type RebalanceRecommendationDetail struct {
@@ -50,17 +40,7 @@ type RebalanceRecommendationDetail struct {
 
 // InstanceStateChange is the EventBridge "EC2 Instance State-change
 // Notification", as delivered to an SQS queue.
-type InstanceStateChange struct {
-	Version    string                    `json:"version"`
-	ID         string                    `json:"id"`
-	DetailType string                    `json:"detail-type"`
-	Source     string                    `json:"source"`
-	Account    string                    `json:"account"`
-	Time       time.Time                 `json:"time"`
-	Region     string                    `json:"region"`
-	Resources  []string                  `json:"resources"`
-	Detail     InstanceStateChangeDetail `json:"detail"`
-}
+type InstanceStateChange = EventBridgeEvent[InstanceStateChangeDetail]
 
 // InstanceStateChangeDetail is the detail of an InstanceStateChange.
 type InstanceStateChangeDetail struct {
