@@ -109,8 +109,6 @@ type departure struct {
 	// that the missing node was.
 	warnedShort  bool
 	noNodeLogged bool
-	// restored says the departure was read back from the instance's tag.
-	restored bool
 }
 
 // tagValue is the departure as kept in tagInterrupted.
@@ -123,7 +121,7 @@ func (d *departure) tagValue() string {
 // at worst one unit too many, which a later scale-out restores, whereas a
 // unit never given back would leave a surplus instance.
 func parseDeparture(instanceID, v string) *departure {
-	d := &departure{instanceID: instanceID, kind: interruption.KindSpotInterruption, step: stepRaised, restored: true}
+	d := &departure{instanceID: instanceID, kind: interruption.KindSpotInterruption, step: stepRaised}
 	for _, f := range strings.Fields(v) {
 		key, val, _ := strings.Cut(f, "=")
 		switch key {

@@ -134,7 +134,7 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 			// Its instance is gone, or it runs without a departure tag
 			// (an operator took it back): either way only its unit is
 			// left, to be given back; nothing is drained.
-			d := &departure{instanceID: id, kind: interruption.KindSpotInterruption, at: w.at, handled: w.at, step: stepRaised, restored: true, gone: true}
+			d := &departure{instanceID: id, kind: interruption.KindSpotInterruption, at: w.at, handled: w.at, step: stepRaised, gone: true}
 			if _, added := fs.addDeparture(d); added {
 				w.raised++
 			}
