@@ -7,7 +7,7 @@ PLUGIN_DIR := $(CURDIR)/plugins
 PLUGINS := $(patsubst %/main.go,%,$(wildcard */main.go))
 E2E_TIMEOUT ?= 60m
 
-.PHONY: all build tools test unit e2e demo lint bench clean
+.PHONY: all build tools ansible test unit e2e demo lint bench clean
 
 all: build
 
@@ -30,13 +30,19 @@ $(BIN)/nomad-autoscaler: go.mod go.sum
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/nomad-autoscaler github.com/hashicorp/nomad-autoscaler
 
+## ansible: ansible-playbook (Debian's ansible-core) for the AWX stand-in's real playbook runs
+ansible:
+	@command -v ansible-playbook >/dev/null || { \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y ansible-core; }
+
 ## test: unit tests (with -race) then end-to-end tests on the local cloud
 test: lint unit e2e
 
 unit:
 	$(GO) test -race -count=1 ./...
 
-e2e: build tools
+e2e: build tools ansible
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/... 2>&1 | tee e2e-test.out; exit $${PIPESTATUS[0]}
 
 ## demo: the local cloud with a load that rises and falls, the fleet following it
