@@ -45,10 +45,11 @@ func BenchmarkSample(b *testing.B) {
 				b.Fatal(err)
 			}
 			coll := &collector{
-				api:  nomad,
-				warm: newWarmup(cfg.nodeWarmup, nomad, time.Now),
-				run:  newLimiter(cfg.concurrency).run,
-				now:  time.Now,
+				api:    nomad,
+				nodes:  newNodeReader(nomad, cfg.gate),
+				warmup: cfg.nodeWarmup,
+				run:    newLimiter(cfg.concurrency).run,
+				now:    time.Now,
 			}
 			q, err := parseQuery(metric + " node_class=spot-worker")
 			if err != nil {
@@ -56,8 +57,8 @@ func BenchmarkSample(b *testing.B) {
 			}
 			log := hclog.NewNullLogger()
 
-			// The first sample reads every node once for its warm-up
-			// start; measure the steady state after it.
+			// The first sample reads every node once for its admission
+			// gate and warm-up start; measure the steady state after it.
 			if o := coll.collect(context.Background(), q, log); o.err != nil || o.sample.nodes != nodes {
 				b.Fatalf("warm-up sample: %+v", o)
 			}

@@ -33,15 +33,18 @@ type outcome struct {
 
 // collector takes one sample of a query from Nomad.
 type collector struct {
-	api  nomadAPI
-	warm *warmup
-	run  runner
-	now  func() time.Time
+	api    nomadAPI
+	nodes  *nodeReader   // full node reads: admission gate and warm-up start
+	warmup time.Duration // 0: no warm-up
+	run    runner
+	now    func() time.Time
 }
 
 // collect takes one sample: it lists the pool, leaves out the nodes that do
 // not count (logging which and why), reads the counted nodes' figures and
-// aggregates them.
+// aggregates them. A node counts when it is ready, eligible and not
+// draining (from the node list), admitted by its admission gate (from its
+// meta) and past its warm-up.
 func (c *collector) collect(ctx context.Context, q query, log hclog.Logger) outcome {
 	start := c.now()
 
@@ -67,10 +70,22 @@ func (c *collector) collect(ctx context.Context, q query, log hclog.Logger) outc
 		return outcome{empty: fmt.Sprintf("no Nomad node matches the pool (%d nodes in the cluster)", len(nodes))}
 	}
 
-	warming := c.warm.exclusions(ctx, candidates, c.run)
+	facts, errs := c.nodes.read(ctx, candidates, c.run)
+	now := c.now()
 	counted := candidates[:0:0]
-	for _, n := range candidates {
-		if reason, ok := warming[n.ID]; ok {
+	var unread []exclusion
+	for i, n := range candidates {
+		var reason string
+		switch {
+		case errs[i] != nil:
+			reason = fmt.Sprintf("admission gate and warm-up start unknown: %v", errs[i])
+			unread = append(unread, exclusion{node: n, reason: reason})
+		case facts[i].gateReason != "":
+			reason = facts[i].gateReason
+		case c.warmup > 0:
+			reason = facts[i].warmingUp(now, c.warmup)
+		}
+		if reason != "" {
 			excluded = append(excluded, exclusion{node: n, reason: reason})
 			continue
 		}
@@ -79,8 +94,13 @@ func (c *collector) collect(ctx context.Context, q query, log hclog.Logger) outc
 	if len(excluded) > 0 {
 		log.Debug("nodes left out of the sample", "count", len(excluded), "nodes", listExclusions(excluded))
 	}
+	if len(counted) == 0 && len(unread) > 0 {
+		// Whether the pool has capacity is unknown, not none.
+		return outcome{err: fmt.Errorf("none of the %d pool nodes counts and %d could not be read, for example %s",
+			len(pool), len(unread), unread[0])}
+	}
 	if len(counted) == 0 {
-		return outcome{empty: fmt.Sprintf("none of the %d pool nodes counts (not ready, ineligible, draining or warming up)", len(pool))}
+		return outcome{empty: fmt.Sprintf("none of the %d pool nodes counts (not ready, ineligible, draining, waiting for launch hooks or warming up)", len(pool))}
 	}
 
 	figures, failed, err := c.read(ctx, q, counted)

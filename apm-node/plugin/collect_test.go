@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/nomad/api"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 func TestCollect(t *testing.T) {
@@ -192,7 +194,7 @@ func TestCollect(t *testing.T) {
 			logs: []string{"node-back (back): warming up: ready and eligible for 20s of 2m0s"},
 		},
 		{
-			name:   "a node whose warm-up start cannot be read is left out",
+			name:   "a node that cannot be read in full is left out",
 			query:  "host_cpu node_class=spot",
 			warmup: time.Minute,
 			setup: func(f *fakeNomad, now time.Time) {
@@ -203,7 +205,98 @@ func TestCollect(t *testing.T) {
 				f.setHostCPU("b", 0, 0)
 			},
 			want: 60, nodes: 1,
-			logs: []string{"node-b (b): warm-up start unknown: connection refused"},
+			logs: []string{"node-b (b): admission gate and warm-up start unknown: connection refused"},
+		},
+		{
+			name:  "a pool none of whose nodes can be read in full is an error, not empty",
+			query: "host_cpu node_class=spot",
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("a", "spot", 2000, now.Add(-long))
+				f.addNode("b", "spot", 2000, now.Add(-long))
+				f.fail["Node:a"] = errBoom
+				f.fail["Node:b"] = errBoom
+			},
+			wantErr: "none of the 2 pool nodes counts and 2 could not be read, for example node-a (a): admission gate and warm-up start unknown: connection refused",
+		},
+		{
+			name:  "a node waiting for its launch hooks is left out; admitted and ungated nodes count",
+			query: "host_cpu node_class=spot",
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("ungated", "spot", 2000, now.Add(-long))
+				f.addNode("pending", "spot", 2000, now.Add(-long))
+				f.addNode("admitted", "spot", 2000, now.Add(-long))
+				f.addNode("failed", "spot", 2000, now.Add(-long))
+				f.info["pending"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GatePending}
+				f.info["admitted"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted}
+				f.info["failed"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateFailed}
+				f.setHostCPU("ungated", 0, 60)
+				f.setHostCPU("pending", 0, 0) // an idle node being configured would dilute the mean
+				f.setHostCPU("admitted", 0, 40)
+				f.setHostCPU("failed", 0, 0)
+			},
+			want: 50, nodes: 2,
+			logs: []string{
+				"count=2",
+				"node-pending (pending): waiting for its launch hooks (meta spotfleet_admission=pending)",
+				"node-failed (failed): a launch hook failed (meta spotfleet_admission=failed)",
+			},
+		},
+		{
+			name:  "a pool where every node waits for its launch hooks has no sample",
+			query: "host_cpu node_class=spot",
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("a", "spot", 2000, now.Add(-long))
+				f.info["a"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GatePending}
+				f.setHostCPU("a", 0, 0)
+			},
+			empty: true,
+			logs:  []string{"node-a (a): waiting for its launch hooks"},
+		},
+		{
+			name:   "warm-up counts from the admission time",
+			query:  "host_cpu node_class=spot",
+			warmup: 2 * time.Minute,
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("old", "spot", 2000, now.Add(-long))
+				f.addNode("fresh", "spot", 2000, now.Add(-long))
+				f.info["old"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted,
+					"spotfleet_admission_at": now.Add(-5 * time.Minute).Format(time.RFC3339)}
+				f.info["fresh"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted,
+					"spotfleet_admission_at": now.Add(-45 * time.Second).Format(time.RFC3339)}
+				f.setHostCPU("old", 0, 60)
+				f.setHostCPU("fresh", 0, 0)
+			},
+			want: 60, nodes: 1,
+			logs: []string{"node-fresh (fresh): warming up: admitted for 45s of 2m0s"},
+		},
+		{
+			name:   "warm-up counts from eligibility when it came after the admission",
+			query:  "host_cpu node_class=spot",
+			warmup: 2 * time.Minute,
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("old", "spot", 2000, now.Add(-long))
+				f.addNode("cordoned", "spot", 2000, now.Add(-long))
+				f.info["cordoned"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted,
+					"spotfleet_admission_at": now.Add(-5 * time.Minute).Format(time.RFC3339)}
+				f.info["cordoned"].Events = append(f.info["cordoned"].Events,
+					&api.NodeEvent{Message: eligibleEventMessage, Timestamp: now.Add(-10 * time.Second)})
+				f.setHostCPU("old", 0, 60)
+				f.setHostCPU("cordoned", 0, 0)
+			},
+			want: 60, nodes: 1,
+			logs: []string{"node-cordoned (cordoned): warming up: ready and eligible for 10s of 2m0s"},
+		},
+		{
+			name:   "an unreadable admission time is ignored",
+			query:  "host_cpu node_class=spot",
+			warmup: 2 * time.Minute,
+			setup: func(f *fakeNomad, now time.Time) {
+				f.addNode("a", "spot", 2000, now.Add(-long))
+				f.info["a"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted,
+					"spotfleet_admission_at": "a moment ago"}
+				f.setHostCPU("a", 0, 60)
+			},
+			want: 60, nodes: 1,
 		},
 		{
 			name:  "an unreadable node is skipped and logged",
@@ -350,16 +443,60 @@ func TestWarmupReadsEachNodeOnceUntilItChanges(t *testing.T) {
 	assert.Equal(t, 2, f.count("Node:a"), "a changed node is read again")
 }
 
-func TestCollectWithoutWarmupReadsNoNode(t *testing.T) {
+func TestCollectWithoutWarmupStillReadsTheGateOncePerNodeChange(t *testing.T) {
 	f, clock := newFakeNomad(), newFakeClock()
 	f.addNode("a", "spot", 2000, clock.now())
+	f.addNode("b", "spot", 2000, clock.now())
+	f.info["b"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GatePending}
 	f.setHostCPU("a", 0, 50)
+	f.setHostCPU("b", 0, 10)
 	q, err := parseQuery("host_cpu")
 	require.NoError(t, err)
-	log, _ := testLogger(t)
+	log, logs := testLogger(t)
+	c := newTestCollector(f, clock, 0)
 
-	o := newTestCollector(f, clock, 0).collect(context.Background(), q, log)
+	o := c.collect(context.Background(), q, log)
+	require.NoError(t, o.err)
+	assert.Equal(t, 1, o.sample.nodes, "the pending node is left out")
+	assert.Contains(t, logs.String(), "node-b (b): waiting for its launch hooks (meta spotfleet_admission=pending)")
+
+	c.collect(context.Background(), q, log)
+	assert.Equal(t, 1, f.count("Node:a"), "an unchanged node is read once")
+	assert.Equal(t, 1, f.count("Node:b"), "an unchanged node is read once")
+
+	// target-spotfleet admits b through dynamic metadata: its ModifyIndex moves.
+	f.setMeta("b", map[string]string{nomadnode.DefaultGateKey: nomadnode.GateAdmitted,
+		"spotfleet_admission_at": clock.now().Format(time.RFC3339)})
+	o = c.collect(context.Background(), q, log)
+	require.NoError(t, o.err)
+	assert.Equal(t, 2, o.sample.nodes, "the admitted node counts")
+	assert.InDelta(t, 30, o.sample.value, 1e-9)
+	assert.Equal(t, 2, f.count("Node:b"), "a changed node is read again")
+	assert.Equal(t, 1, f.count("Node:a"))
+
+	c.collect(context.Background(), q, log)
+	assert.Equal(t, 2, f.count("Node:b"), "and then not again")
+}
+
+func TestCollectUsesTheConfiguredGateKey(t *testing.T) {
+	f, clock := newFakeNomad(), newFakeClock()
+	f.addNode("a", "spot", 2000, clock.now().Add(-time.Hour))
+	f.addNode("b", "spot", 2000, clock.now().Add(-time.Hour))
+	// a is gated by the configured key; b carries only the default key,
+	// which this pool does not use.
+	f.info["a"].Meta = map[string]string{"pool.gate": nomadnode.GatePending}
+	f.info["b"].Meta = map[string]string{nomadnode.DefaultGateKey: nomadnode.GatePending}
+	f.setHostCPU("a", 0, 0)
+	f.setHostCPU("b", 0, 70)
+	gate, err := nomadnode.ParseGate("pool.gate")
+	require.NoError(t, err)
+	c := newTestCollector(f, clock, 0)
+	c.nodes = newNodeReader(f, gate)
+	log, logs := testLogger(t)
+
+	o := c.collect(context.Background(), mustQuery(t, "host_cpu"), log)
 
 	require.NoError(t, o.err)
-	assert.Equal(t, 0, f.count("Node:a"))
+	assert.InDelta(t, 70, o.sample.value, 1e-9)
+	assert.Contains(t, logs.String(), "node-a (a): waiting for its launch hooks (meta pool.gate=pending)")
 }

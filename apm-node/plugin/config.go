@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // config is the plugin's own configuration, parsed and validated once.
@@ -13,6 +15,9 @@ type config struct {
 	nodeWarmup      time.Duration
 	concurrency     int
 	requestTimeout  time.Duration
+	// gate is the admission gate: pool nodes it does not admit take no
+	// work, so they are left out.
+	gate nomadnode.Gate
 }
 
 // parseConfig reads the plugin's keys from the agent's config block; keys it
@@ -25,6 +30,7 @@ func parseConfig(raw map[string]string) (config, error) {
 		nodeWarmup:      defaultNodeWarmup,
 		concurrency:     defaultConcurrency,
 		requestTimeout:  defaultRequestTimeout,
+		gate:            nomadnode.Gate{Key: nomadnode.DefaultGateKey},
 	}
 
 	for _, d := range []struct {
@@ -58,6 +64,14 @@ func parseConfig(raw map[string]string) (config, error) {
 			return config{}, fmt.Errorf("invalid %s %q: want a whole number from 1 to 1024", configKeyConcurrency, v)
 		}
 		cfg.concurrency = n
+	}
+
+	if v, ok := raw[configKeyAdmissionMetaKey]; ok {
+		gate, err := nomadnode.ParseGate(v)
+		if err != nil {
+			return config{}, fmt.Errorf("invalid %s: %w", configKeyAdmissionMetaKey, err)
+		}
+		cfg.gate = gate
 	}
 
 	if cfg.sampleRetention < cfg.sampleInterval {

@@ -11,6 +11,8 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // fakeNomad is an in-memory nomadAPI. Failures are set per call key
@@ -190,13 +192,28 @@ func testLogger(t *testing.T) (hclog.Logger, *logBuffer) {
 	return hclog.New(&hclog.LoggerOptions{Name: "apm-node", Level: hclog.Trace, Output: buf}), buf
 }
 
-// newTestCollector wires a collector to the fake with the given warm-up.
+// newTestCollector wires a collector to the fake with the given warm-up and
+// the default admission gate.
 func newTestCollector(f *fakeNomad, clock *fakeClock, warm time.Duration) *collector {
 	return &collector{
-		api:  f,
-		warm: newWarmup(warm, f, clock.now),
-		run:  newLimiter(4).run,
-		now:  clock.now,
+		api:    f,
+		nodes:  newNodeReader(f, nomadnode.Gate{}),
+		warmup: warm,
+		run:    newLimiter(4).run,
+		now:    clock.now,
+	}
+}
+
+// setMeta sets the full node's meta (what GET /v1/node/:id returns) and
+// bumps the node's ModifyIndex in the list, as a meta change does in Nomad.
+func (f *fakeNomad) setMeta(id string, meta map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.info[id].Meta = meta
+	for _, n := range f.nodes {
+		if n.ID == id {
+			n.ModifyIndex++
+		}
 	}
 }
 

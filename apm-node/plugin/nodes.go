@@ -41,89 +41,104 @@ func matches(accepted []string, value string) bool {
 }
 
 // schedulingExclusion says why a pool node cannot count as capacity, or ""
-// when it can: only nodes in the ready phase (ready, eligible, not draining)
-// count, as for the target.
+// when it can, from the node list alone: only nodes in the ready phase
+// (ready, eligible, not draining) count, as for the target. The admission
+// gate needs the node's meta, which the list lacks (see nodeReader).
 func schedulingExclusion(n *api.NodeListStub) string {
 	_, reason := nomadnode.PhaseOf(n)
 	return reason
 }
 
-// warmup decides which nodes are still warming up. A node warms up for the
-// configured time from the latest of its joining the cluster, its coming back
-// from down and its last being marked eligible, so a node that waited ineligible for its post-configuration
-// hooks still warms up once it can take work.
+// nodeReader reads what a sample needs from a full node (GET /v1/node/:id)
+// that the node list lacks: the node's meta, for the admission gate, and its
+// events, for the warm-up start.
 //
-// Reading that time takes one node read per node; it is cached per node and
-// refreshed only when the node's ModifyIndex changes (status, drain and
-// eligibility changes all bump it, heartbeats do not).
-type warmup struct {
-	period time.Duration
-	api    nomadAPI
-	now    func() time.Time
+// One read per node, cached per node and refreshed only when the node's
+// ModifyIndex changes: status, drain and eligibility changes bump it, and so
+// does a change of its dynamic metadata (the client re-registers with the
+// new meta); heartbeats do not. So in steady state a sample reads no node.
+type nodeReader struct {
+	api  nomadAPI
+	gate nomadnode.Gate
 
 	mu    sync.Mutex
-	cache map[string]warmupEntry
+	cache map[string]nodeEntry
 }
 
-type warmupEntry struct {
+type nodeEntry struct {
 	modifyIndex uint64
-	since       time.Time
+	facts       nodeFacts
 }
 
-func newWarmup(period time.Duration, nomad nomadAPI, now func() time.Time) *warmup {
-	return &warmup{period: period, api: nomad, now: now, cache: make(map[string]warmupEntry)}
+// nodeFacts is what a sample takes from a full node read.
+type nodeFacts struct {
+	// gateReason says why the admission gate keeps work off the node; ""
+	// when the node may take work (admitted, or not gated).
+	gateReason string
+	// since is when the node last began to take work, for the warm-up; what
+	// names that moment for logs ("ready and eligible", "admitted").
+	since time.Time
+	what  string
 }
 
-// exclusions returns, for each node still warming up or whose warm-up start
-// cannot be read, the reason it is left out; nodes not in the map count.
-func (w *warmup) exclusions(ctx context.Context, nodes []*api.NodeListStub, run runner) map[string]string {
-	if w.period <= 0 || len(nodes) == 0 {
-		return nil
-	}
+func newNodeReader(nomad nomadAPI, gate nomadnode.Gate) *nodeReader {
+	return &nodeReader{api: nomad, gate: gate, cache: make(map[string]nodeEntry)}
+}
 
-	since := make([]time.Time, len(nodes))
+// read returns the facts of each node, or the error that kept a node from
+// being read, concurrently within run's limit.
+func (r *nodeReader) read(ctx context.Context, nodes []*api.NodeListStub, run runner) ([]nodeFacts, []error) {
+	facts := make([]nodeFacts, len(nodes))
 	errs := make([]error, len(nodes))
-	run(ctx, len(nodes), func(ctx context.Context, i int) {
-		since[i], errs[i] = w.countedSince(ctx, nodes[i])
-	})
-
-	now := w.now()
-	out := make(map[string]string)
-	live := make(map[string]bool, len(nodes))
-	for i, n := range nodes {
-		live[n.ID] = true
-		if errs[i] != nil {
-			out[n.ID] = fmt.Sprintf("warm-up start unknown: %v", errs[i])
-			continue
-		}
-		if age := now.Sub(since[i]); age < w.period {
-			out[n.ID] = fmt.Sprintf("warming up: ready and eligible for %s of %s",
-				age.Truncate(time.Second), w.period)
-		}
+	if len(nodes) == 0 {
+		return facts, errs
 	}
-	w.forgetExcept(live)
-	return out
+	run(ctx, len(nodes), func(ctx context.Context, i int) {
+		facts[i], errs[i] = r.factsOf(ctx, nodes[i])
+	})
+	live := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		live[n.ID] = true
+	}
+	r.forgetExcept(live)
+	return facts, errs
 }
 
-// countedSince returns when the node last became ready or eligible.
-func (w *warmup) countedSince(ctx context.Context, n *api.NodeListStub) (time.Time, error) {
-	w.mu.Lock()
-	entry, ok := w.cache[n.ID]
-	w.mu.Unlock()
+// factsOf returns the node's facts from the cache, reading the node when it
+// changed since.
+func (r *nodeReader) factsOf(ctx context.Context, n *api.NodeListStub) (nodeFacts, error) {
+	r.mu.Lock()
+	entry, ok := r.cache[n.ID]
+	r.mu.Unlock()
 	if ok && entry.modifyIndex == n.ModifyIndex {
-		return entry.since, nil
+		return entry.facts, nil
 	}
 
-	node, err := w.api.Node(ctx, n.ID)
+	node, err := r.api.Node(ctx, n.ID)
 	if err != nil {
-		return time.Time{}, err
+		return nodeFacts{}, err
 	}
-	since := warmupStart(node)
+	facts := nodeFacts{gateReason: r.gate.Reason(node.Meta), since: warmupStart(node), what: "ready and eligible"}
+	if at, ok := admittedAt(node.Meta, r.gate); ok && at.After(facts.since) {
+		facts.since, facts.what = at, "admitted"
+	}
 
-	w.mu.Lock()
-	w.cache[n.ID] = warmupEntry{modifyIndex: n.ModifyIndex, since: since}
-	w.mu.Unlock()
-	return since, nil
+	r.mu.Lock()
+	r.cache[n.ID] = nodeEntry{modifyIndex: n.ModifyIndex, facts: facts}
+	r.mu.Unlock()
+	return facts, nil
+}
+
+// admittedAt reads when target-spotfleet admitted the node (meta
+// <gate key>_at, RFC 3339). A missing or unreadable time is no admission
+// time: warm-up then counts from ready and eligible alone.
+func admittedAt(meta map[string]string, gate nomadnode.Gate) (time.Time, bool) {
+	v, ok := meta[gate.AdmittedAtKey()]
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	return t, err == nil
 }
 
 // warmupStartEvents are the node events after which a node warms up again:
@@ -152,19 +167,32 @@ func warmupStart(node *api.Node) time.Time {
 	return since
 }
 
+// warmingUp says why a node whose facts these are is still warming up at
+// now, or "" when it is past the warm-up. A node warms up for period from
+// the latest of its joining the cluster, its coming back from down, its last
+// being marked eligible and its admission, so a node that waited for its
+// launch hooks still warms up once it can take work.
+func (f nodeFacts) warmingUp(now time.Time, period time.Duration) string {
+	age := now.Sub(f.since)
+	if age >= period {
+		return ""
+	}
+	return fmt.Sprintf("warming up: %s for %s of %s", f.what, max(age, 0).Truncate(time.Second), period)
+}
+
 // forgetExcept drops cache entries of nodes no longer in the pool, so the
 // cache never outgrows the cluster. Several samplers share the cache, so it
 // only forgets nodes none of the current nodes list; a node of another pool
 // is read again at worst.
-func (w *warmup) forgetExcept(live map[string]bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.cache) <= 2*len(live) {
+func (r *nodeReader) forgetExcept(live map[string]bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) <= 2*len(live) {
 		return
 	}
-	for id := range w.cache {
+	for id := range r.cache {
 		if !live[id] {
-			delete(w.cache, id)
+			delete(r.cache, id)
 		}
 	}
 }

@@ -31,6 +31,9 @@ const (
 	configKeyNodeWarmup      = "node_warmup"
 	configKeyConcurrency     = "stats_concurrency"
 	configKeyRequestTimeout  = "request_timeout"
+	// configKeyAdmissionMetaKey names the admission gate's meta key; the
+	// default is nomadnode.DefaultGateKey, as for target-spotfleet.
+	configKeyAdmissionMetaKey = "admission_meta_key"
 
 	defaultSampleInterval  = 10 * time.Second
 	defaultSampleRetention = 15 * time.Minute
@@ -86,7 +89,7 @@ func (p *APMPlugin) SetConfig(raw map[string]string) error {
 	}
 
 	run := newLimiter(cfg.concurrency).run
-	coll := &collector{api: nomad, warm: newWarmup(cfg.nodeWarmup, nomad, p.now), run: run, now: p.now}
+	coll := &collector{api: nomad, nodes: newNodeReader(nomad, cfg.gate), warmup: cfg.nodeWarmup, run: run, now: p.now}
 	set := newSamplerSet(coll, cfg, p.logger)
 
 	p.mu.Lock()
@@ -99,7 +102,8 @@ func (p *APMPlugin) SetConfig(raw map[string]string) error {
 
 	p.logger.Info("configured", configKeySampleInterval, cfg.sampleInterval,
 		configKeySampleRetention, cfg.sampleRetention, configKeyNodeWarmup, cfg.nodeWarmup,
-		configKeyConcurrency, cfg.concurrency, configKeyRequestTimeout, cfg.requestTimeout)
+		configKeyConcurrency, cfg.concurrency, configKeyRequestTimeout, cfg.requestTimeout,
+		configKeyAdmissionMetaKey, cfg.gate.MetaKey())
 	return nil
 }
 

@@ -9,6 +9,8 @@ import (
 	"github.com/hashicorp/nomad-autoscaler/sdk"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 func newTestPlugin(t *testing.T, cfg map[string]string) (*APMPlugin, *logBuffer) {
@@ -41,7 +43,7 @@ func TestSetConfig(t *testing.T) {
 		{name: "defaults", cfg: map[string]string{}},
 		{name: "every key", cfg: map[string]string{
 			"sample_interval": "5s", "sample_retention": "10m", "node_warmup": "0s",
-			"stats_concurrency": "8", "request_timeout": "2s",
+			"stats_concurrency": "8", "request_timeout": "2s", "admission_meta_key": "spotfleet_admission",
 		}},
 		{name: "agent keys for an unreachable Nomad need no network", cfg: map[string]string{
 			"nomad_address": "http://127.0.0.1:1", "nomad_token": "secret", "nomad_region": "global",
@@ -56,6 +58,9 @@ func TestSetConfig(t *testing.T) {
 			wantErr: []string{`invalid stats_concurrency "0"`, "1 to 1024"}},
 		{name: "bad timeout", cfg: map[string]string{"request_timeout": "5"},
 			wantErr: []string{`invalid request_timeout "5"`}},
+		{name: "admission meta key", cfg: map[string]string{"admission_meta_key": "pool.admission"}},
+		{name: "bad admission meta key", cfg: map[string]string{"admission_meta_key": "spot fleet"},
+			wantErr: []string{`invalid admission_meta_key: "spot fleet" is not a Nomad meta key`, "for example spotfleet_admission"}},
 		{name: "retention shorter than the interval", cfg: map[string]string{"sample_interval": "1m", "sample_retention": "30s"},
 			wantErr: []string{"invalid sample_retention", "at least sample_interval"}},
 	}
@@ -78,6 +83,17 @@ func TestSetConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAdmissionMetaKeyDefaultsToTheTargetsGate(t *testing.T) {
+	cfg, err := parseConfig(map[string]string{})
+	require.NoError(t, err)
+	assert.Equal(t, nomadnode.DefaultGateKey, cfg.gate.MetaKey())
+	assert.Equal(t, "spotfleet_admission_at", cfg.gate.AdmittedAtKey())
+
+	cfg, err = parseConfig(map[string]string{"admission_meta_key": " pool.admission "})
+	require.NoError(t, err)
+	assert.Equal(t, "pool.admission", cfg.gate.MetaKey())
 }
 
 func TestQueryBeforeSetConfigFails(t *testing.T) {

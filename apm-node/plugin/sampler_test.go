@@ -9,6 +9,8 @@ import (
 	"github.com/hashicorp/nomad-autoscaler/sdk"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // newTestSet builds a sampler set over the fake whose background loop never
@@ -200,7 +202,7 @@ func TestBackgroundSamplerKeepsSampling(t *testing.T) {
 	f.addNode("a", "spot", 2000, time.Now())
 	f.setHostCPU("a", 0, 40)
 	log, _ := testLogger(t)
-	coll := &collector{api: f, warm: newWarmup(0, f, time.Now), run: newLimiter(2).run, now: time.Now}
+	coll := &collector{api: f, nodes: newNodeReader(f, nomadnode.Gate{}), run: newLimiter(2).run, now: time.Now}
 	cfg := config{sampleInterval: 5 * time.Millisecond, sampleRetention: time.Minute, requestTimeout: time.Second}
 	set := newSamplerSet(coll, cfg, log)
 

@@ -4,8 +4,9 @@ package localcloud
 // AWX (Ansible Tower) API v2 a provisioning hook uses: find a job template by
 // name, launch it (limit and extra_vars are used only when the template asks
 // for them on launch; otherwise AWX lists them in ignored_fields), follow the
-// job's status, read its output, and the provisioning callback a host calls
-// with the template's host_config_key. AWX itself cannot run here. A job
+// job's status, read its output, list jobs with AWX's filters and pages
+// (awxjobs.go), and the provisioning callback a host calls with the
+// template's host_config_key. AWX itself cannot run here. A job
 // either runs the real ansible-playbook against its limit with a local
 // connection, or ends with a scripted result (tests without ansible). The
 // stand-in is started independently of the Cloud.
@@ -285,6 +286,7 @@ func StartAWX(ctx context.Context, cfg AWXConfig) (*AWX, error) {
 	mux.HandleFunc("GET /api/v2/job_templates/{id}/{$}", a.getTemplate)
 	mux.HandleFunc("POST /api/v2/job_templates/{id}/launch/{$}", a.launch)
 	mux.HandleFunc("POST /api/v2/job_templates/{id}/callback/{$}", a.callback)
+	mux.HandleFunc("GET /api/v2/job_templates/{id}/jobs/{$}", a.listTemplateJobs)
 	mux.HandleFunc("GET /api/v2/jobs/{$}", a.listJobs)
 	mux.HandleFunc("GET /api/v2/jobs/{id}/{$}", a.getJob)
 	mux.HandleFunc("GET /api/v2/jobs/{id}/stdout/{$}", a.stdout)
@@ -795,22 +797,6 @@ func (a *AWX) stdout(w http.ResponseWriter, r *http.Request) {
 	default:
 		awxJSON(w, http.StatusNotFound, map[string]any{"detail": "Not found."})
 	}
-}
-
-func (a *AWX) listJobs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	all := a.Jobs()
-	results := make([]map[string]any, 0, len(all))
-	for _, j := range all {
-		if q.Has("job_template") && q.Get("job_template") != strconv.Itoa(j.TemplateID) ||
-			q.Has("limit") && q.Get("limit") != j.Limit ||
-			q.Has("status") && q.Get("status") != j.Status ||
-			q.Has("launch_type") && q.Get("launch_type") != j.LaunchType {
-			continue
-		}
-		results = append(results, a.jobJSON(j.ID, false))
-	}
-	awxJSON(w, http.StatusOK, map[string]any{"count": len(results), "next": nil, "previous": nil, "results": results})
 }
 
 func (a *AWX) cancelJob(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -304,11 +305,11 @@ func TestAWXCallback(t *testing.T) {
 		t.Fatalf("form callback: %d %s", code, raw)
 	}
 	waitAWXJob(t, a, jobID(t, m), 5*time.Second)
-	_, list, _ := awxDo(t, a, "GET", "/api/v2/jobs/?job_template=8&limit=127.0.0.1", awxTestToken, "", "")
+	_, list, _ := awxDo(t, a, "GET", "/api/v2/jobs/?job_template=8&limit__exact=127.0.0.1", awxTestToken, "", "")
 	if res, _ := list["results"].([]any); list["count"] != 1.0 || len(res) != 1 || res[0].(map[string]any)["limit"] != "127.0.0.1" {
 		t.Errorf("jobs of 127.0.0.1: %v", list)
 	}
-	_, list, _ = awxDo(t, a, "GET", "/api/v2/jobs/?job_template=8&limit=i-9", awxTestToken, "", "")
+	_, list, _ = awxDo(t, a, "GET", "/api/v2/jobs/?job_template=8&limit__exact=i-9", awxTestToken, "", "")
 	if list["count"] != 1.0 {
 		t.Errorf("jobs of i-9: %v", list)
 	}
@@ -458,4 +459,204 @@ func liveInGroup(pgid int) []string {
 		}
 	}
 	return out
+}
+
+// awxList GETs a job list and returns the answer and the IDs of its results,
+// in order; it fails the test unless the status is want.
+func awxList(t *testing.T, a *localcloud.AWX, path string, want int) (map[string]any, []int) {
+	t.Helper()
+	code, m, raw := awxDo(t, a, "GET", path, awxTestToken, "", "")
+	if code != want {
+		t.Fatalf("GET %s: %d %s, want %d", path, code, raw, want)
+	}
+	var ids []int
+	res, _ := m["results"].([]any)
+	for _, r := range res {
+		ids = append(ids, int(r.(map[string]any)["id"].(float64)))
+	}
+	return m, ids
+}
+
+// launchJobs launches one job per limit on template 8 (hosts starting with
+// "bad" fail), plus a callback for host "cb-1" on 8 and a launch of 7, and
+// waits until all are final. It returns the job IDs in launch order.
+func launchJobs(t *testing.T, a *localcloud.AWX, limits ...string) []int {
+	t.Helper()
+	var ids []int
+	for _, l := range limits {
+		_, m, _ := awxDo(t, a, "POST", "/api/v2/job_templates/8/launch/", awxTestToken, "", `{"limit":"`+l+`"}`)
+		ids = append(ids, jobID(t, m))
+	}
+	_, m, _ := awxDo(t, a, "POST", "/api/v2/job_templates/8/callback/", "", "application/x-www-form-urlencoded", "host_config_key=hck-123&host=cb-1")
+	ids = append(ids, jobID(t, m))
+	_, m, _ = awxDo(t, a, "POST", "/api/v2/job_templates/7/launch/", awxTestToken, "", "{}")
+	ids = append(ids, jobID(t, m))
+	for _, id := range ids {
+		waitAWXJob(t, a, id, 5*time.Second)
+	}
+	return ids
+}
+
+func failBadHosts(j localcloud.AWXJob) localcloud.AWXResult {
+	if strings.HasPrefix(j.Limit, "bad") {
+		return localcloud.AWXResult{Status: localcloud.AWXFailed}
+	}
+	return localcloud.AWXResult{}
+}
+
+func TestAWXJobListFilters(t *testing.T) {
+	a := startTestAWX(t, localcloud.AWXConfig{Script: failBadHosts})
+	ids := launchJobs(t, a, "i-1", "bad-2", "i-3", "i-1")
+	// ids: 0 i-1 ok, 1 bad-2 failed, 2 i-3 ok, 3 i-1 ok, 4 callback cb-1 ok, 5 template 7 ok
+	job := func(i int) map[string]any {
+		_, m, _ := awxDo(t, a, "GET", "/api/v2/jobs/"+strconv.Itoa(ids[i])+"/", awxTestToken, "", "")
+		return m
+	}
+	pick := func(is ...int) []int {
+		var out []int
+		for _, i := range is {
+			out = append(out, ids[i])
+		}
+		return out
+	}
+	created2 := url.QueryEscape(job(2)["created"].(string))
+
+	cases := []struct {
+		name  string
+		query string
+		want  []int
+	}{
+		{"no filter: every job, by id", "", ids},
+		{"job_template", "job_template=8", pick(0, 1, 2, 3, 4)},
+		{"job_template__exact", "job_template__exact=7", pick(5)},
+		{"status", "status=failed", pick(1)},
+		{"status__exact", "status__exact=successful&job_template=8", pick(0, 2, 3, 4)},
+		{"status__in", "status__in=failed,error,canceled", pick(1)},
+		{"launch_type", "launch_type=callback", pick(4)},
+		{"launch_type__exact", "launch_type__exact=manual&job_template=8", pick(0, 1, 2, 3)},
+		{"limit__exact filters the limit", "limit__exact=i-1", pick(0, 3)},
+		{"bare limit is reserved and ignored, as in AWX", "limit=i-1", ids},
+		{"id__gt", "id__gt=" + strconv.Itoa(ids[3]), pick(4, 5)},
+		{"created__gte", "created__gte=" + created2, pick(2, 3, 4, 5)},
+		{"created__gt", "created__gt=" + created2, pick(3, 4, 5)},
+		{"created__gt a date", "created__gt=2000-01-01", ids},
+		{"not__", "not__status=successful", pick(1)},
+		{"or__", "or__limit__exact=i-3&or__status=failed", pick(1, 2)},
+		{"a repeated parameter ANDs its values", "limit__in=i-1,i-3&limit__in=i-3,bad-2", pick(2)},
+		{"isnull", "job_template__isnull=false&finished__isnull=false&started__isnull=false", ids},
+		{"format is ignored", "format=json&status=failed", pick(1)},
+		{"order_by=-id", "order_by=-id&job_template=8", pick(4, 3, 2, 1, 0)},
+		{"order_by=created", "order_by=created", ids},
+		{"order_by=-created", "order_by=-created&limit__startswith=i-", pick(3, 2, 0)},
+		{"order_by two keys", "order_by=limit,-id&job_template=8", pick(1, 4, 3, 0, 2)},
+		{"type=job", "type=job&status=failed", pick(1)},
+		{"type other than job", "type=project_update", nil},
+		{"search in the name", "search=fix", pick(5)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, got := awxList(t, a, "/api/v2/jobs/?"+tc.query, http.StatusOK)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("?%s: jobs %v, want %v", tc.query, got, tc.want)
+			}
+			if m["count"] != float64(len(tc.want)) {
+				t.Errorf("?%s: count %v, want %d", tc.query, m["count"], len(tc.want))
+			}
+		})
+	}
+
+	// The jobs of one template: the same filters, within the template.
+	_, got := awxList(t, a, "/api/v2/job_templates/8/jobs/?status=successful&order_by=-id", http.StatusOK)
+	if want := pick(4, 3, 2, 0); !slices.Equal(got, want) {
+		t.Errorf("jobs of template 8: %v, want %v", got, want)
+	}
+	if _, got = awxList(t, a, "/api/v2/job_templates/7/jobs/", http.StatusOK); !slices.Equal(got, pick(5)) {
+		t.Errorf("jobs of template 7: %v", got)
+	}
+	awxList(t, a, "/api/v2/job_templates/99/jobs/", http.StatusNotFound)
+	if code, _, _ := awxDo(t, a, "GET", "/api/v2/job_templates/8/jobs/", "", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("jobs of a template without a token: %d", code)
+	}
+
+	bad := []struct{ query, detail string }{
+		{"foo=1", "Job has no field named 'foo'"},
+		{"inventory=1", "Job has no field named 'inventory'"},
+		{"status__foo=x", "No related model for field foo."},
+		{"not__bogus__in=1", "Job has no field named 'bogus'"},
+		{"id__gt=abc", `["“abc” value must be an integer."]`},
+		{"created__gte=yesterday", `["“yesterday” value has an invalid format. It must be in YYYY-MM-DD HH:MM[:ss[.uuuuuu]][TZ] format."]`},
+		{"job_template=abc", "Invalid job_template id: abc"},
+		{"status__in=", "cannot provide empty value for __in"},
+		{"failed=maybe", `Unable to convert "maybe" to boolean`},
+		{"id__iexact=1", "id is not a text field and cannot be filtered by case-insensitive search"},
+		{"status__limit=1", "No related model for field limit."},
+		{"order_by=-bogus", "Job has no field named 'bogus'"},
+	}
+	for _, b := range bad {
+		m, _ := awxList(t, a, "/api/v2/jobs/?"+b.query, http.StatusBadRequest)
+		if m["detail"] != b.detail {
+			t.Errorf("?%s: detail %q, want %q", b.query, m["detail"], b.detail)
+		}
+	}
+}
+
+func TestAWXJobListPages(t *testing.T) {
+	a := startTestAWX(t, localcloud.AWXConfig{StepDelay: time.Millisecond})
+	var limits []string
+	for i := range 26 {
+		limits = append(limits, fmt.Sprintf("h-%02d", i))
+	}
+	ids := launchJobs(t, a, limits...) // 28 jobs
+
+	m, got := awxList(t, a, "/api/v2/jobs/", http.StatusOK)
+	if m["count"] != 28.0 || !slices.Equal(got, ids[:25]) || m["previous"] != nil ||
+		m["next"] != "/api/v2/jobs/?page=2" {
+		t.Errorf("default page: count %v, %d results, previous %v, next %v", m["count"], len(got), m["previous"], m["next"])
+	}
+
+	// Follow next from page 1 of 4 (page_size 8), keeping the filter.
+	var all []int
+	path := "/api/v2/jobs/?job_template=8&page_size=8"
+	var links []any
+	for page := 1; path != ""; page++ {
+		m, got := awxList(t, a, path, http.StatusOK)
+		all = append(all, got...)
+		if m["count"] != 27.0 {
+			t.Errorf("page %d: count %v", page, m["count"])
+		}
+		links = append(links, m["previous"])
+		path, _ = m["next"].(string)
+	}
+	if !slices.Equal(all, ids[:27]) {
+		t.Errorf("pages of template 8: %v, want %v", all, ids[:27])
+	}
+	wantPrev := []any{nil, "/api/v2/jobs/?job_template=8&page=1&page_size=8",
+		"/api/v2/jobs/?job_template=8&page=2&page_size=8", "/api/v2/jobs/?job_template=8&page=3&page_size=8"}
+	if !slices.Equal(links, wantPrev) {
+		t.Errorf("previous links %v, want %v", links, wantPrev)
+	}
+
+	if _, got := awxList(t, a, "/api/v2/jobs/?page_size=8&page=last", http.StatusOK); !slices.Equal(got, ids[24:]) {
+		t.Errorf("page=last: %v", got)
+	}
+	if m, got := awxList(t, a, "/api/v2/jobs/?page_size=500", http.StatusOK); len(got) != 28 || m["next"] != nil {
+		t.Errorf("page_size above 200: %d results, next %v", len(got), m["next"])
+	}
+	for _, ps := range []string{"0", "-3", "many"} { // AWX falls back to 25
+		if _, got := awxList(t, a, "/api/v2/jobs/?page_size="+ps, http.StatusOK); len(got) != 25 {
+			t.Errorf("page_size=%s: %d results, want 25", ps, len(got))
+		}
+	}
+	for _, p := range []string{"0", "5", "two"} {
+		if m, _ := awxList(t, a, "/api/v2/jobs/?page_size=8&page="+p, http.StatusNotFound); m["detail"] != "Invalid page." {
+			t.Errorf("page=%s: %v", p, m)
+		}
+	}
+	if m, got := awxList(t, a, "/api/v2/jobs/?status=failed&page=1", http.StatusOK); len(got) != 0 || m["count"] != 0.0 || m["next"] != nil {
+		t.Errorf("empty first page: %v", m)
+	}
+	// An unknown page_size and order still paginate consistently.
+	if _, got := awxList(t, a, "/api/v2/jobs/?order_by=-id&page_size=200", http.StatusOK); got[0] != ids[27] || got[27] != ids[0] {
+		t.Errorf("order_by=-id: %v", got)
+	}
 }

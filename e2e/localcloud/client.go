@@ -27,8 +27,8 @@ type ClientOptions struct {
 	Datacenter string
 	// CPUTotalCompute is the client's cpu_total_compute in MHz; default 2000.
 	CPUTotalCompute int
-	// Meta holds extra client meta (merged over the defaults'; the instance ID
-	// and type keys are always set by the cloud).
+	// Meta holds extra client meta (merged over the defaults'; the instance
+	// ID, instance type and node_dir keys are always set by the cloud).
 	Meta map[string]string
 	// ExtraHCL is appended to the client's agent configuration.
 	ExtraHCL string
@@ -65,7 +65,8 @@ type client struct {
 	instanceID string
 	opts       ClientOptions
 	proc       *process
-	dir        string // everything of this client: config and data dir
+	dir        string // everything of this client: config, data dir, node dir
+	nodeDir    string // meta.node_dir: the node's own directory (see NodeDir)
 	link       string // short symlink to the data dir (see startClient)
 	cgroup     string // the client's cgroup_parent
 	httpPort   int
@@ -85,6 +86,7 @@ func clientHCL(cl *client, dataDir, serverRPC, logLevel string, ports []int) str
 	maps.Copy(meta, o.Meta)
 	meta[MetaInstanceID] = cl.instanceID
 	meta[MetaInstanceType] = o.InstanceType
+	meta[MetaNodeDir] = cl.nodeDir
 	keys := slices.Sorted(maps.Keys(meta))
 	var mb strings.Builder
 	for _, k := range keys {
@@ -153,9 +155,10 @@ vault {
 }
 
 // StartClient starts a Nomad client agent standing in for instanceID (node
-// name = instance ID, meta.ec2_instance_id = instance ID). It returns once the
-// process runs; use WaitNodesReady or WaitNodeStatus to wait for the node.
-// The reconciler never stops clients started this way.
+// name = instance ID, meta.ec2_instance_id = instance ID, meta.node_dir =
+// NodeDir(instanceID)). It returns once the process runs; use WaitNodesReady
+// or WaitNodeStatus to wait for the node. The reconciler never stops clients
+// started this way.
 func (c *Cloud) StartClient(ctx context.Context, instanceID string, opts ClientOptions) error {
 	return c.startClient(ctx, instanceID, opts, false)
 }
@@ -171,6 +174,7 @@ func (c *Cloud) startClient(_ context.Context, instanceID string, opts ClientOpt
 		instanceID: instanceID,
 		opts:       opts.withDefaults(c.cfg.Client),
 		dir:        filepath.Join(c.cfg.WorkDir, "clients", instanceID),
+		nodeDir:    filepath.Join(c.cfg.WorkDir, "clients", instanceID, "node"),
 		cgroup:     fmt.Sprintf("/localcloud-%d-%s", os.Getpid(), instanceID),
 		managed:    managed,
 		stopDone:   make(chan struct{}),
@@ -188,6 +192,7 @@ func (c *Cloud) startClient(_ context.Context, instanceID string, opts ClientOpt
 	c.mu.Unlock()
 
 	fail := func(err error) error {
+		_ = removeDataDir(cl.dir) // nothing of a client that never ran stays
 		c.mu.Lock()
 		delete(c.clients, instanceID)
 		c.mu.Unlock()
@@ -199,8 +204,10 @@ func (c *Cloud) startClient(_ context.Context, instanceID string, opts ClientOpt
 	}
 	cl.httpPort = ports[0]
 	dataDir := filepath.Join(cl.dir, "data")
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return fail(err)
+	for _, d := range []string{dataDir, cl.nodeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fail(err)
+		}
 	}
 	// Nomad puts a unix socket (the task API) in every task's secrets dir,
 	// and unix socket paths are limited to 107 bytes: below a test's temp dir
@@ -312,6 +319,23 @@ func (c *Cloud) ClientAddr(instanceID string) string {
 	defer c.mu.Unlock()
 	if cl, ok := c.clients[instanceID]; ok {
 		return fmt.Sprintf("http://127.0.0.1:%d", cl.httpPort)
+	}
+	return ""
+}
+
+// NodeDir returns the directory that belongs to instanceID's client (its
+// meta.node_dir), "" while the instance has no client. It is where the
+// instance's "disk" is for things installed on it from outside the agent:
+// a playbook the AWX stand-in runs for the node writes there (monitoring.yml
+// writes node_dir/monitoring-installed), and the node's raw_exec tasks,
+// which run on this host, can read it. It lives in the client's folder
+// (WorkDir/clients/<instance>/node), created with the client and removed
+// with it when the client stops (the instance is terminated or stopped).
+func (c *Cloud) NodeDir(instanceID string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[instanceID]; ok && cl.proc != nil && !cl.stopping {
+		return cl.nodeDir
 	}
 	return ""
 }

@@ -40,6 +40,13 @@
 //     what an EventBridge rule for "EC2 Instance State-change Notification"
 //     delivers, for every fleet instance (below).
 //   - Faults of the Nomad API (FailNomad, on NomadProxyAddr).
+//   - User-data's provisioning callback (Config.BootCallback): once a new
+//     instance's node is ready, the reconciler POSTs AWX's callback for it,
+//     with the instance's private IP as host.
+//
+// Every client agent gets meta.node_dir, a directory of its own (NodeDir)
+// that stands for the instance's disk: playbooks write there, the node's
+// raw_exec tasks read it, and it goes with the client.
 //
 // All messages go to one SQS queue (QueueURL), like the documented setup
 // with one EventBridge rule per event type targeting one queue; SendMessage
@@ -134,6 +141,12 @@ type Config struct {
 	// DefaultRefillDelay, RefillDisabled (any negative value) turns it off.
 	RefillDelay time.Duration
 
+	// BootCallback, when set, makes every new fleet instance call AWX's
+	// provisioning callback once its client agent's node is ready, as a
+	// real instance's user-data would (see BootCallback; SetBootCallback
+	// changes it at run time).
+	BootCallback *BootCallback
+
 	// Client holds the defaults for client agents (node class, datacenter,
 	// cpu_total_compute, extra meta) used by the reconciler and by StartClient
 	// for fields the caller leaves empty.
@@ -181,6 +194,8 @@ type Cloud struct {
 	refillDelay  atomic.Int64  // time.Duration; Config.RefillDelay, SetRefillDelay
 	recKick      chan struct{} // wakes the reconciler for a pass now
 	proxy        *nomadProxy
+	bootCallback *BootCallback   // Config.BootCallback, SetBootCallback
+	bootCalled   map[string]bool // instances whose boot callback has run
 	closed       bool
 
 	bgCtx    context.Context // cancelled by Close: reconciler, interruptions
@@ -215,6 +230,13 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 	if cfg.QueueName == "" {
 		cfg.QueueName = DefaultQueueName
 	}
+	if err := cfg.BootCallback.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.BootCallback != nil {
+		cb := *cfg.BootCallback
+		cfg.BootCallback = &cb
+	}
 	cfg.Client = cfg.Client.withDefaults(ClientOptions{
 		NodeClass:       DefaultNodeClass,
 		Datacenter:      DefaultDatacenter,
@@ -231,6 +253,8 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		rec:          newReconcilerState(),
 		states:       newStateTracker(),
 		recKick:      make(chan struct{}, 1),
+		bootCallback: cfg.BootCallback,
+		bootCalled:   map[string]bool{},
 	}
 	c.refillDelay.Store(int64(cfg.RefillDelay))
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())

@@ -37,6 +37,10 @@ const (
 	EventInstanceStopped EventKind = "instance-stopped"
 	// EventMessageSent: SendMessage queued a raw message body.
 	EventMessageSent EventKind = "message-sent"
+	// EventBootCallback: a new instance called AWX's provisioning callback
+	// (Config.BootCallback), or could not; Message says which and what AWX
+	// answered.
+	EventBootCallback EventKind = "boot-callback"
 )
 
 // Event is one entry of the local cloud's timeline.

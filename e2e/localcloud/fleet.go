@@ -212,6 +212,11 @@ type Instance struct {
 	State            string // running, stopped, terminated, ...
 	AvailabilityZone string
 	LaunchTime       time.Time
+	// PrivateIP and PrivateDNSName are what moto assigns in the instance's
+	// subnet (172.31.x.y and ip-172-31-x-y.ec2.internal in us-east-1's
+	// default subnets). Nothing listens there: they are names only.
+	PrivateIP      string
+	PrivateDNSName string
 }
 
 // fleetInstances returns the fleet's instances as moto lists them (it drops
@@ -268,6 +273,9 @@ func (c *Cloud) describeInstances(ctx context.Context, ids []string) ([]Instance
 					ID:         aws.ToString(in.InstanceId),
 					Type:       string(in.InstanceType),
 					LaunchTime: aws.ToTime(in.LaunchTime),
+
+					PrivateIP:      aws.ToString(in.PrivateIpAddress),
+					PrivateDNSName: aws.ToString(in.PrivateDnsName),
 				}
 				if in.State != nil {
 					inst.State = string(in.State.Name)

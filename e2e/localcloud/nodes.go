@@ -10,10 +10,13 @@ import (
 )
 
 // MetaInstanceID and MetaInstanceType are the client meta keys that carry a
-// node's EC2 instance ID and type (the local cloud has no AWS fingerprinter).
+// node's EC2 instance ID and type (the local cloud has no AWS fingerprinter);
+// MetaNodeDir carries the node's own directory (Cloud.NodeDir). The cloud
+// always sets all three; ClientOptions.Meta cannot override them.
 const (
 	MetaInstanceID   = "ec2_instance_id"
 	MetaInstanceType = "ec2_instance_type"
+	MetaNodeDir      = "node_dir"
 )
 
 // NomadClient returns a Nomad API client for the local server.

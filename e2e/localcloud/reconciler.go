@@ -213,6 +213,7 @@ func (c *Cloud) reconcile(ctx context.Context, st *reconcilerState) error {
 		if err := c.startClient(ctx, id, opts, true); err != nil {
 			return fmt.Errorf("localcloud: reconcile: %w", err)
 		}
+		c.startBootCallback(w.inst)
 	}
 	if stateErr != nil {
 		return fmt.Errorf("localcloud: reconcile: %w", stateErr)

@@ -92,6 +92,10 @@ type Instance struct {
 	// PrivateIP is the instance's private address ("" when not Described);
 	// a Nomad node on the instance usually advertises it.
 	PrivateIP string
+	// PrivateDNS is the instance's private DNS name and Zone its
+	// availability zone ("" when not Described or not known).
+	PrivateDNS string
+	Zone       string
 	// Described is false for an instance the fleet lists as active but
 	// DescribeInstances does not return yet (EC2 is eventually consistent
 	// right after a launch). Instances reports it as pending, with the type

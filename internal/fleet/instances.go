@@ -106,7 +106,11 @@ func (c *Client) DescribeInstances(ctx context.Context, ids []string) ([]Instanc
 
 func newInstance(in types.Instance) Instance {
 	i := Instance{ID: aws.ToString(in.InstanceId), Type: string(in.InstanceType), LaunchTime: aws.ToTime(in.LaunchTime),
-		Tags: map[string]string{}, Described: true, PrivateIP: aws.ToString(in.PrivateIpAddress)}
+		Tags: map[string]string{}, Described: true, PrivateIP: aws.ToString(in.PrivateIpAddress),
+		PrivateDNS: aws.ToString(in.PrivateDnsName)}
+	if in.Placement != nil {
+		i.Zone = aws.ToString(in.Placement.AvailabilityZone)
+	}
 	if in.State != nil {
 		i.State = in.State.Name
 	}

@@ -31,6 +31,11 @@ type API interface {
 	NodeAllocations(ctx context.Context, id string) ([]*api.Allocation, error)
 	// Purge removes the node from the cluster state.
 	Purge(ctx context.Context, id string) error
+	// ApplyMeta sets (or, for nil values, removes) dynamic node metadata
+	// (POST /v1/client/metadata, Nomad 1.5 and later). The server forwards
+	// it to the node's client, which must be connected; the client reports
+	// the merged meta back to the servers within about 5 to 10 seconds.
+	ApplyMeta(ctx context.Context, id string, meta map[string]*string) error
 }
 
 // Client implements API with the official Nomad API client.
@@ -107,6 +112,14 @@ func (c *Client) NodeAllocations(ctx context.Context, id string) ([]*api.Allocat
 func (c *Client) Purge(ctx context.Context, id string) error {
 	if _, _, err := c.c.Nodes().Purge(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("purging Nomad node %s: %w", id, err)
+	}
+	return nil
+}
+
+// ApplyMeta implements API.
+func (c *Client) ApplyMeta(ctx context.Context, id string, meta map[string]*string) error {
+	if _, err := c.c.Nodes().Meta().Apply(&api.NodeMetaApplyRequest{NodeID: id, Meta: meta}, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("setting dynamic metadata of Nomad node %s: %w", id, err)
 	}
 	return nil
 }

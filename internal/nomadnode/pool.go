@@ -87,6 +87,9 @@ func (l IDLookup) InstanceID(n *api.Node) (string, error) {
 type Node struct {
 	*api.NodeListStub
 	InstanceID string
+	// Meta is the node's meta (static and dynamic) as the servers know it,
+	// read again whenever the node's ModifyIndex changes.
+	Meta map[string]string
 }
 
 // Unmapped is a pool member whose instance id could not be read.
@@ -97,17 +100,24 @@ type Unmapped struct {
 	Err        error
 }
 
-// Mapper lists pool nodes with their instance ids. A node's instance never
-// changes, so the id read from a node (one NodeInfo call) is cached per node
-// id and lookup; steady state costs one ListNodes call. The zero value is not
-// usable; call NewMapper.
+// Mapper lists pool nodes with their instance ids and meta. A node's
+// instance never changes and its meta changes only with its ModifyIndex, so
+// what one NodeInfo call reads is cached per node id and lookup until the
+// node's ModifyIndex moves; steady state costs one ListNodes call. The zero
+// value is not usable; call NewMapper.
 type Mapper struct {
 	mu    sync.Mutex
-	cache map[string]string // lookup + "\x00" + node id -> instance id
+	cache map[string]mapped // lookup + "\x00" + node id
+}
+
+type mapped struct {
+	instanceID  string
+	modifyIndex uint64
+	meta        map[string]string
 }
 
 // NewMapper returns an empty Mapper.
-func NewMapper() *Mapper { return &Mapper{cache: map[string]string{}} }
+func NewMapper() *Mapper { return &Mapper{cache: map[string]mapped{}} }
 
 // Listing is one reading of the pool's nodes.
 type Listing struct {
@@ -144,7 +154,7 @@ func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLooku
 		if !pool.Contains(s) || s.Status == api.NodeStatusDown {
 			continue
 		}
-		id, err := m.instanceID(ctx, a, lookup, prefix+s.ID, s.ID)
+		id, meta, err := m.instanceID(ctx, a, lookup, prefix+s.ID, s)
 		if err != nil {
 			if !IsTransient(err) && ctx.Err() == nil {
 				unmapped = append(unmapped, Unmapped{NodeID: s.ID, Err: err})
@@ -152,7 +162,7 @@ func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLooku
 			}
 			return nil, err
 		}
-		byInstance[id] = append(byInstance[id], Node{NodeListStub: s, InstanceID: id})
+		byInstance[id] = append(byInstance[id], Node{NodeListStub: s, InstanceID: id, Meta: meta})
 	}
 	m.forget(prefix, live)
 	var nodes []Node
@@ -176,25 +186,29 @@ func (m *Mapper) PoolNodes(ctx context.Context, a API, pool Pool, lookup IDLooku
 	return &Listing{Nodes: nodes, Unmapped: unmapped, Addresses: addrs}, nil
 }
 
-func (m *Mapper) instanceID(ctx context.Context, a API, lookup IDLookup, key, nodeID string) (string, error) {
+func (m *Mapper) instanceID(ctx context.Context, a API, lookup IDLookup, key string, s *api.NodeListStub) (string, map[string]string, error) {
 	m.mu.Lock()
-	id, ok := m.cache[key]
+	e, ok := m.cache[key]
 	m.mu.Unlock()
-	if ok {
-		return id, nil
+	if ok && e.modifyIndex == s.ModifyIndex {
+		return e.instanceID, e.meta, nil
 	}
-	info, err := a.NodeInfo(ctx, nodeID)
+	info, err := a.NodeInfo(ctx, s.ID)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	id, err = lookup.InstanceID(info)
+	id, err := lookup.InstanceID(info)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	if ok && e.instanceID != id {
+		// A node id never moves to another instance: keep the first.
+		id = e.instanceID
 	}
 	m.mu.Lock()
-	m.cache[key] = id
+	m.cache[key] = mapped{instanceID: id, modifyIndex: s.ModifyIndex, meta: info.Meta}
 	m.mu.Unlock()
-	return id, nil
+	return id, info.Meta, nil
 }
 
 // forget drops cached ids of nodes the cluster no longer lists.

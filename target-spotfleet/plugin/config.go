@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/nomad-autoscaler/sdk/helper/scaleutils/nodeselector"
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
+	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/hooks"
 )
 
 // Policy-level configuration keys (the target block of a scaling policy).
@@ -37,10 +38,14 @@ const (
 	configKeyInterruptionDrain = "interruption_drain_deadline"
 	// configKeyRebalanceAction says what a rebalance recommendation does.
 	configKeyRebalanceAction = "rebalance_action"
-	defaultDrainDeadline     = 15 * time.Minute
-	defaultMinFamilies       = 2
-	defaultLaunchTimeout     = 5 * time.Minute
-	defaultJoinTimeout       = 10 * time.Minute
+	// configKeyAdmissionKey is the client meta key of the admission gate
+	// (see nomadnode.Gate); launch_hooks, terminate_hooks and hook_* keys
+	// are the hooks package's (hooks.IsPolicyKey).
+	configKeyAdmissionKey = "admission_meta_key"
+	defaultDrainDeadline  = 15 * time.Minute
+	defaultMinFamilies    = 2
+	defaultLaunchTimeout  = 5 * time.Minute
+	defaultJoinTimeout    = 10 * time.Minute
 	// defaultRestartCooldown is the agent's own default cooldown.
 	defaultRestartCooldown     = 5 * time.Minute
 	defaultNodeSelectorDefault = sdk.TargetNodeSelectorStrategyLeastBusy
@@ -157,6 +162,9 @@ var policyKeys = []struct {
 	{name: configKeyRestartCooldown},
 	{name: configKeyInterruptionDrain},
 	{name: configKeyRebalanceAction},
+	{name: configKeyAdmissionKey},
+	{name: "launch_hooks"},
+	{name: "terminate_hooks"},
 	{name: configKeyDryRun},
 	{name: shared.PluginConfigKeyGRPCTimeout, agent: true},
 	{name: sdk.TargetConfigKeyNamespace, agent: true},
@@ -184,7 +192,7 @@ func unknownKeys(cfg map[string]string) []string {
 	}
 	var out []string
 	for k := range cfg {
-		if !known[k] {
+		if !known[k] && !hooks.IsPolicyKey(k) {
 			out = append(out, k)
 		}
 	}
@@ -267,12 +275,23 @@ type policyConfig struct {
 	// RebalanceAction is what a rebalance recommendation does: ignore,
 	// cordon or drain.
 	RebalanceAction string
+	// Gate is the admission gate of the fleet's nodes.
+	Gate nomadnode.Gate
+	// Hooks are the launch and terminate hooks (never nil; maybe empty).
+	Hooks *hooks.Spec
 }
 
-// parsePolicyConfig validates a policy's target config once, reporting every
-// problem at once (joined with "; "), each with the key, the value and what
-// is accepted. Keys that policyKeys does not list are refused.
+// parsePolicyConfig is parsePolicyConfigWith without agent-level hook
+// settings (no AWX).
 func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
+	return parsePolicyConfigWith(cfg, nil)
+}
+
+// parsePolicyConfigWith validates a policy's target config once, reporting
+// every problem at once (joined with "; "), each with the key, the value and
+// what is accepted. Keys that policyKeys does not list (nor the hooks
+// package) are refused. agent holds the agent-level hook settings (AWX).
+func parsePolicyConfigWith(cfg map[string]string, agent *hooks.Agent) (*policyConfig, error) {
 	p := &policyConfig{
 		FleetID:         strings.TrimSpace(cfg[configKeyFleetID]),
 		DrainDeadline:   defaultDrainDeadline,
@@ -300,7 +319,7 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 		if len(unknown) > 1 {
 			noun = "keys"
 		}
-		bad("unknown %s %s: accepted keys are %s", noun, strings.Join(names, ", "), strings.Join(operatorKeys(), ", "))
+		bad("unknown %s %s: accepted keys are %s, and hook_<name>_<setting> for each hook that launch_hooks or terminate_hooks names", noun, strings.Join(names, ", "), strings.Join(operatorKeys(), ", "))
 	}
 
 	switch {
@@ -395,6 +414,13 @@ func parsePolicyConfig(cfg map[string]string) (*policyConfig, error) {
 		} else {
 			p.MinFamilies = n
 		}
+	}
+
+	if p.Gate, err = nomadnode.ParseGate(cfg[configKeyAdmissionKey]); err != nil {
+		bad("invalid %s: %v", configKeyAdmissionKey, err)
+	}
+	if p.Hooks, err = hooks.ParsePolicy(cfg, agent); err != nil {
+		bad("%v", err)
 	}
 
 	if len(errs) > 0 {

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -35,6 +36,15 @@ type fakeNomad struct {
 	index    uint64
 	// onDrain, when set, runs at the start of every StartDrain (outside the lock).
 	onDrain func(nodeID string)
+	// metaLag is how many NodeInfo reads of a node pass before meta set
+	// with ApplyMeta shows (a client reports it to the servers later).
+	metaLag    int
+	metaQueued map[string][]queuedMeta
+}
+
+type queuedMeta struct {
+	meta  map[string]*string
+	reads int
 }
 
 var _ nomadnode.API = (*fakeNomad)(nil)
@@ -87,6 +97,8 @@ func (f *fakeNomad) node(id string) api.Node {
 func (f *fakeNomad) update(id string, fn func(n *api.Node)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.index++
+	f.nodes[id].ModifyIndex = f.index
 	fn(f.nodes[id])
 }
 
@@ -157,7 +169,7 @@ func (f *fakeNomad) ListNodes(context.Context) ([]*api.NodeListStub, error) {
 		addr, _, _ := strings.Cut(n.HTTPAddr, ":")
 		out = append(out, &api.NodeListStub{ID: n.ID, Address: addr, Name: n.Name, NodeClass: n.NodeClass, Datacenter: n.Datacenter,
 			NodePool: n.NodePool, Status: n.Status, SchedulingEligibility: n.SchedulingEligibility,
-			Drain: n.DrainStrategy != nil, LastDrain: last, CreateIndex: n.CreateIndex})
+			Drain: n.DrainStrategy != nil, LastDrain: last, CreateIndex: n.CreateIndex, ModifyIndex: n.ModifyIndex})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
@@ -174,7 +186,9 @@ func (f *fakeNomad) NodeInfo(_ context.Context, id string) (*api.Node, error) {
 		return nil, nomadError{code: 404, msg: "node not found"}
 	}
 	f.progress(n)
+	f.showMeta(n)
 	c := *n
+	c.Meta = maps.Clone(n.Meta)
 	if n.LastDrain != nil {
 		d := *n.LastDrain
 		c.LastDrain = &d
@@ -339,3 +353,55 @@ func (r *rig) with(kv ...string) map[string]string {
 }
 
 func nopLogger() hclog.Logger { return hclog.NewNullLogger() }
+
+// ApplyMeta is Nomad's POST /v1/client/metadata: refused for an unknown node
+// and for a node whose client is down (the server cannot reach it); the
+// change shows in NodeInfo after metaLag reads of the node.
+func (f *fakeNomad) ApplyMeta(_ context.Context, id string, meta map[string]*string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.begin("ApplyMeta"); err != nil {
+		return err
+	}
+	n, ok := f.nodes[id]
+	switch {
+	case !ok:
+		return nomadError{code: 404, msg: "Unknown node"}
+	case n.Status == api.NodeStatusDown:
+		return nomadError{code: 500, msg: "no path to node"}
+	}
+	if f.metaQueued == nil {
+		f.metaQueued = map[string][]queuedMeta{}
+	}
+	f.metaQueued[id] = append(f.metaQueued[id], queuedMeta{meta: meta})
+	f.showMeta(n)
+	return nil
+}
+
+// showMeta applies the queued meta changes of n that have waited metaLag
+// reads; f.mu must be held.
+func (f *fakeNomad) showMeta(n *api.Node) {
+	q := f.metaQueued[n.ID]
+	if len(q) == 0 {
+		return
+	}
+	for len(q) > 0 && q[0].reads >= f.metaLag {
+		if n.Meta == nil {
+			n.Meta = map[string]string{}
+		}
+		for k, v := range q[0].meta {
+			if v == nil {
+				delete(n.Meta, k)
+			} else {
+				n.Meta[k] = *v
+			}
+		}
+		f.index++
+		n.ModifyIndex = f.index
+		q = q[1:]
+	}
+	for i := range q {
+		q[i].reads++
+	}
+	f.metaQueued[n.ID] = q
+}

@@ -30,6 +30,7 @@ func (t *TargetPlugin) runTend(ctx context.Context) {
 		case <-tick.C:
 		}
 		t.tend(ctx)
+		t.provision(ctx)
 	}
 }
 
@@ -137,6 +138,7 @@ func (t *TargetPlugin) tendFleet(ctx context.Context, fs *fleetState) error {
 				continue
 			}
 			fs.update(pd, func(pd *departure) { pd.terminated, pd.gone = true, true })
+			t.farewellOf(ctx, dlog, cfg, fs, d.instanceID)
 			why := "drained on a rebalance recommendation and replaced"
 			if d.kind == interruption.KindSpotInterruption {
 				why = fmt.Sprintf("still running %s after the end of its notice", now.Sub(d.noticeEnd()).Round(time.Second))

@@ -236,6 +236,13 @@ func (t *TargetPlugin) depart(ctx context.Context, log hclog.Logger, cfg *policy
 		at = t.now()
 	}
 	d, fresh := fs.addDeparture(&departure{instanceID: ev.InstanceID, kind: ev.Kind, at: at, handled: t.now(), step: stepPending})
+	// The instance leaves: its launch pipeline (if one runs) stops, and an
+	// interrupted one says farewell now (EC2 reclaims it at the notice's
+	// end whatever happens; a rebalance drain does so when terminated).
+	fs.stopProvisioning(ev.InstanceID)
+	if ev.Kind == interruption.KindSpotInterruption && !cfg.DryRun {
+		t.farewellOf(ctx, log, cfg, fs, ev.InstanceID)
+	}
 	if !fresh && d.kind == interruption.KindRebalance && ev.Kind == interruption.KindSpotInterruption {
 		// Drained on a rebalance recommendation, now warned: the drain
 		// gets the interruption's deadline.
@@ -249,11 +256,11 @@ func (t *TargetPlugin) depart(ctx context.Context, log hclog.Logger, cfg *policy
 	held := false
 	if fs.snapshot(d).step == stepPending {
 		if node, err := t.nodeOf(ctx, cfg, d.instanceID); err == nil && node != nil {
-			p, _ := nomadnode.PhaseOf(node.NodeListStub)
+			p, _ := nomadnode.PhaseOfNode(*node, cfg.Gate)
 			// A drain of ours for a departure (an earlier process handled
 			// this warning up to its drain) is not a reason to hold.
 			ours := nomadnode.DrainedBy(node.LastDrain, drainMeta(cfg.FleetID)) && node.LastDrain.Meta["reason"] != ""
-			held = p != nomadnode.PhaseReady && p != nomadnode.PhaseJoining && !ours
+			held = p != nomadnode.PhaseReady && p != nomadnode.PhaseJoining && p != nomadnode.PhaseAdmitting && !ours
 		}
 	}
 	var failures []error
@@ -507,6 +514,11 @@ func (t *TargetPlugin) gone(ctx context.Context, log hclog.Logger, cfg *policyCo
 		fs.update(d, func(d *departure) { d.gone = true })
 	} else if ev.State != "stopping" {
 		t.forgetHeldUnit(ctx, log, cfg, fs, ev.InstanceID)
+	}
+	fs.stopProvisioning(ev.InstanceID)
+	if ev.State == "terminated" && !cfg.DryRun {
+		// Gone without a warning (or after one): AWX forgets it.
+		t.farewellOf(ctx, log, cfg, fs, ev.InstanceID)
 	}
 	node, err := t.nodeOf(ctx, cfg, ev.InstanceID)
 	if err != nil {

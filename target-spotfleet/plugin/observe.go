@@ -142,6 +142,9 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 		fs.mu.Lock()
 		fs.eventKnown, fs.restoredEvent = true, w.lastEvent
 		fs.mu.Unlock()
+		if !cfg.DryRun {
+			t.resumeFarewells(t.logger.With("spot_fleet_request_id", cfg.FleetID), cfg, fs, tags)
+		}
 	}
 	fs.mu.Lock()
 	fs.last = w
@@ -206,7 +209,7 @@ func (w *world) members(cfg *policyConfig) []member {
 		_, m.marked = in.Tags[tagScaleIn]
 		if n, ok := w.nodes[in.ID]; ok {
 			m.node = &n
-			m.phase, _ = nomadnode.PhaseOf(n.NodeListStub)
+			m.phase, _ = nomadnode.PhaseOfNode(n, cfg.Gate)
 			// A node still initializing long after its instance started,
 			// and never seen ready (a client that restarts initializes
 			// again, with its allocations), is as broken as none.
@@ -252,15 +255,25 @@ func (w *world) mayHaveNode(in fleet.Instance) bool {
 	return false
 }
 
+// refused reports whether a launch hook of the instance failed: it is being
+// removed (on_failure terminate) or kept un-admitted (keep); either way it
+// is not capacity that is coming.
+func (m member) refused() bool {
+	_, failed := m.inst.Tags[tagHookFailed]
+	return failed || m.phase == nomadnode.PhaseRefused
+}
+
 // serving counts the instances that serve or are about to: not chosen by a
-// scale-in, and ready, joining, or never joined (those are removed first).
+// scale-in, and ready, joining, admitting (waiting for their launch hooks),
+// or never joined (those are removed first); not those whose hook failed.
 // Nodes that drain, are cordoned or are down (an operator's maintenance, an
 // interruption) are capacity that is going: they are not counted, so a
 // scale-in never leaves fewer serving nodes than desired because of them.
 func serving(ms []member) int {
 	n := 0
 	for _, m := range ms {
-		if !m.marked && !m.leaving && !m.unknown && (m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining) {
+		if !m.marked && !m.leaving && !m.unknown && !m.refused() &&
+			(m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining || m.phase == nomadnode.PhaseAdmitting) {
 			n++
 		}
 	}

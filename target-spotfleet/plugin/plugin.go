@@ -22,6 +22,7 @@ import (
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/awsconf"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
+	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/hooks"
 	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/interruption"
 )
 
@@ -76,6 +77,25 @@ type TargetPlugin struct {
 	removals       sync.WaitGroup
 	stopBackground context.CancelFunc
 	watcher        *interruption.Watcher
+	// bgCtx is the context of the background work (nil before it starts).
+	bgCtx context.Context
+	// pipelines counts the launch pipelines and terminate hooks running
+	// in the background.
+	pipelines sync.WaitGroup
+
+	// hookAgent holds the agent-level hook settings (AWX URL and token);
+	// runner runs the hooks; secrets are the agent config's secret values,
+	// redacted from hook output.
+	hookAgent *hooks.Agent
+	runner    *hooks.Runner
+	secrets   []string
+	// provisionFast and provisionSlow pace the provisioning scan (see
+	// defaultProvisionFast); hookPoll is how often hooks poll AWX and
+	// Nomad; admitWait bounds the wait for an admission to show.
+	provisionFast time.Duration
+	provisionSlow time.Duration
+	hookPoll      time.Duration
+	admitWait     time.Duration
 
 	mu     sync.Mutex
 	fleets map[string]*fleetState
@@ -99,6 +119,9 @@ func New(logger hclog.Logger) *TargetPlugin {
 		tendInterval:  time.Second,
 		surplusSettle: defaultSurplusSettle,
 		startupGrace:  2 * time.Minute,
+		provisionFast: defaultProvisionFast,
+		provisionSlow: defaultProvisionSlow,
+		admitWait:     defaultAdmitWait,
 		fleets:        map[string]*fleetState{},
 	}
 }
@@ -131,6 +154,10 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", PluginName, err)
 	}
+	hookAgent, err := hooks.ParseAgent(config)
+	if err != nil {
+		return fmt.Errorf("%s: %w", PluginName, err)
+	}
 	queueURL := strings.TrimSpace(config[configKeyQueueURL])
 	if queueURL != "" {
 		if err := interruption.ValidQueueURL(queueURL); err != nil {
@@ -142,9 +169,16 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 	t.nomadAPI = nomadClient.Raw()
 	t.mu.Lock()
 	t.configuredAt = t.now()
+	t.hookAgent, t.runner = hookAgent, nil
+	t.secrets = append(secretValues(config), hookAgent.Secrets()...)
 	t.mu.Unlock()
+	awx := "AWX hooks off (no awx_url)"
+	if hookAgent.AWXConfigured() {
+		awx = hookAgent.String()
+	}
 	if queueURL == "" {
-		t.logger.Info("configured; spot interruption handling is off (no interruption_queue_url)", "aws", settings.String())
+		t.startBackground(nil)
+		t.logger.Info("configured; spot interruption handling is off (no interruption_queue_url)", "aws", settings.String(), "awx", awx)
 		return nil
 	}
 	w, err := interruption.NewWatcher(settings.SQS(cfg), t, interruption.Config{QueueURL: queueURL, Logger: t.logger.Named("interruption")})
@@ -152,7 +186,7 @@ func (t *TargetPlugin) SetConfig(config map[string]string) error {
 		return fmt.Errorf("%s: %w", PluginName, err)
 	}
 	t.startBackground(w)
-	t.logger.Info("configured; watching for spot interruptions", "aws", settings.String(), "queue_url", queueURL)
+	t.logger.Info("configured; watching for spot interruptions", "aws", settings.String(), "queue_url", queueURL, "awx", awx)
 	return nil
 }
 
@@ -169,7 +203,7 @@ func (t *TargetPlugin) startBackground(w *interruption.Watcher) {
 	t.StopBackground()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.mu.Lock()
-	t.stopBackground, t.watcher = cancel, w
+	t.stopBackground, t.watcher, t.bgCtx = cancel, w, ctx
 	t.mu.Unlock()
 	if w != nil {
 		t.bg.Add(1)
@@ -195,7 +229,24 @@ func (t *TargetPlugin) StopBackground() {
 	if stop != nil {
 		stop()
 		t.bg.Wait()
+		t.pipelines.Wait()
 	}
+}
+
+// secretValues returns the values of the agent config's secret keys (AWS
+// keys, tokens, passwords), for redaction from hook output.
+func secretValues(config map[string]string) []string {
+	var out []string
+	for k, v := range config {
+		lk := strings.ToLower(k)
+		if strings.HasSuffix(lk, "_file") || strings.HasSuffix(lk, "_env") || len(v) < 6 {
+			continue
+		}
+		if strings.Contains(lk, "secret") || strings.Contains(lk, "token") || strings.Contains(lk, "password") {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Scale implements target.Controller. action.Count is the number of ready
@@ -204,7 +255,7 @@ func (t *TargetPlugin) Scale(action sdk.ScalingAction, config map[string]string)
 	if t.fleet == nil {
 		return fmt.Errorf("%s: SetConfig was not called", PluginName)
 	}
-	cfg, err := parsePolicyConfig(config)
+	cfg, err := parsePolicyConfigWith(config, t.hookAgent)
 	if err != nil {
 		return err
 	}
@@ -237,7 +288,7 @@ func (t *TargetPlugin) Status(config map[string]string) (*sdk.TargetStatus, erro
 	if t.fleet == nil {
 		return nil, fmt.Errorf("%s: SetConfig was not called", PluginName)
 	}
-	cfg, err := parsePolicyConfig(config)
+	cfg, err := parsePolicyConfigWith(config, t.hookAgent)
 	if err != nil {
 		return nil, err
 	}

@@ -84,6 +84,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
 	t.recordEvent(ctx, log, fs)
+	fs.scheduleScan(time.Time{}) // new instances: look for their nodes soon
 	fs.noteShortage(len(w.instances) < after, t.now(), time.Time{})
 	if after < before {
 		log.Info("scaled out: lowered a target that capacity never filled", "target_capacity", after, "read_before_change", before,
@@ -120,6 +121,9 @@ func (t *TargetPlugin) replaceBroken(ctx context.Context, log hclog.Logger, cfg 
 		if err != nil {
 			log.Error("could not terminate an instance that never joined Nomad", "instance_id", id, "error", err)
 			continue
+		}
+		if in, ok := t.instanceInfo(ctx, t.state(cfg.FleetID), id); ok {
+			t.farewell(ctx, log, cfg, t.state(cfg.FleetID), in, nil)
 		}
 		log.Warn("terminated an instance that never joined Nomad; the fleet replaces it", "instance_id", id, "join_timeout", cfg.JoinTimeout.String())
 	}

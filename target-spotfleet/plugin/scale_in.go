@@ -145,6 +145,9 @@ func (t *TargetPlugin) scaleIn(ctx context.Context, log hclog.Logger, cfg *polic
 
 	fs.setInFlight(ids, true)
 	defer fs.setInFlight(ids, false)
+	for _, id := range ids {
+		fs.stopProvisioning(id)
+	}
 
 	// Step 3: record the intent on the instances before touching the nodes.
 	if err := t.fleet.Tag(ctx, ids, map[string]string{tagScaleIn: markValue(plannedTarget, t.now())}); err != nil {
@@ -314,6 +317,7 @@ func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *pol
 			notTerminated = append(notTerminated, failure{m: m, err: err, started: m.node != nil})
 		} else {
 			terminated = append(terminated, m)
+			t.farewell(ctx, log, cfg, fs, m.inst, m.node)
 		}
 	}
 	if len(notTerminated) > 0 {

@@ -79,6 +79,8 @@ type fleetState struct {
 	// ledgerDirty says the last write of the ledger of replacement units
 	// failed: the next status writes it again.
 	ledgerDirty bool
+	// prov is the state of the provisioning pipelines (hooks, admission).
+	prov provisionState
 }
 
 // setConfig records the policy config the agent last used for the fleet.

@@ -27,6 +27,13 @@ const (
 	metaHeld          = "spot_fleet.not_serving"
 	metaNotReadyCause = "spot_fleet.not_ready_because"
 	metaLeaving       = "spot_fleet.leaving"
+	// Provisioning: nodes waiting for their launch hooks, instances whose
+	// launch hook failed, nodes registered without the admission gate
+	// while launch hooks are configured, failed terminate hooks.
+	metaAdmitting      = "spot_fleet.admitting"
+	metaHookFailed     = "spot_fleet.hook_failed"
+	metaUngated        = "spot_fleet.ungated"
+	metaTerminateHooks = "spot_fleet.terminate_hook_failed"
 )
 
 func (t *TargetPlugin) status(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState) (*sdk.TargetStatus, error) {
@@ -130,6 +137,29 @@ func (t *TargetPlugin) statusOf(log hclog.Logger, cfg *policyConfig, fs *fleetSt
 		notes = append(notes, fmt.Sprintf("instances running for more than %s=%s without a Nomad node (removed first on scale-in): %s",
 			configKeyJoinTimeout, cfg.JoinTimeout, meta[metaNotJoined]))
 		stable = append(stable, "not joined "+meta[metaNotJoined])
+	}
+	admitting, hookFailed, ungated := hookStatus(cfg, fs, ms, now)
+	if len(admitting) > 0 {
+		// Capacity that is coming: reported, never a reason to be not ready.
+		meta[metaAdmitting] = strings.Join(admitting, "; ")
+	}
+	if len(hookFailed) > 0 {
+		meta[metaHookFailed] = strings.Join(hookFailed, "; ")
+		notes = append(notes, "launch hook failed: "+meta[metaHookFailed])
+		stable = append(stable, "hook failed "+meta[metaHookFailed])
+	}
+	if len(ungated) > 0 {
+		meta[metaUngated] = strings.Join(ungated, ",")
+		notes = append(notes, fmt.Sprintf("nodes registered without the admission gate meta %s (their launch hooks are not run): %s", cfg.Gate.MetaKey(), meta[metaUngated]))
+		stable = append(stable, "ungated "+meta[metaUngated])
+	}
+	if ff := fs.recentFarewellFailures(now); len(ff) > 0 {
+		meta[metaTerminateHooks] = strings.Join(ff, "; ")
+		notes = append(notes, "terminate hook failed: "+meta[metaTerminateHooks])
+		for _, f := range ff {
+			id, _, _ := strings.Cut(f, ":")
+			stable = append(stable, "terminate hook failed "+id)
+		}
 	}
 	if len(w.unmapped) > 0 {
 		var parts []string
