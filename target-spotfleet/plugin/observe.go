@@ -12,6 +12,7 @@ import (
 
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/fleet"
 	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
+	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/hooks"
 	"github.com/nomad-spotfleet/nomad-spotfleet/target-spotfleet/interruption"
 )
 
@@ -255,12 +256,14 @@ func (w *world) mayHaveNode(in fleet.Instance) bool {
 	return false
 }
 
-// refused reports whether a launch hook of the instance failed: it is being
-// removed (on_failure terminate) or kept un-admitted (keep); either way it
-// is not capacity that is coming.
+// refused reports whether a launch hook of the instance failed and the
+// instance is kept un-admitted for debugging (on_failure keep): it holds a
+// unit without serving. One being removed after a failed hook (on_failure
+// terminate) is not refused: the maintain fleet replaces it, so it counts as
+// capacity that is coming, like an instance that never joined.
 func (m member) refused() bool {
-	_, failed := m.inst.Tags[tagHookFailed]
-	return failed || m.phase == nomadnode.PhaseRefused
+	v, failed := m.inst.Tags[tagHookFailed]
+	return (failed && !strings.HasPrefix(v, hooks.FailTerminate+" ")) || m.phase == nomadnode.PhaseRefused
 }
 
 // serving counts the instances that serve or are about to: not chosen by a

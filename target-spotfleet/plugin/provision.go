@@ -63,6 +63,33 @@ type provisionState struct {
 	// has started; farewellFailures the recent failures, for the status.
 	farewells        map[string]bool
 	farewellFailures map[string]farewellFailure
+	// removalNext and removalPause space the attempts to remove an
+	// instance whose launch hook failed (EC2 or Nomad may keep refusing).
+	removalNext  map[string]time.Time
+	removalPause map[string]time.Duration
+}
+
+// Bounds of the pause between attempts to remove an instance whose launch
+// hook failed.
+const (
+	refusedRetryMin = 5 * time.Second
+	refusedRetryMax = 5 * time.Minute
+)
+
+// removalDue reports whether an attempt to remove the instance may start
+// now, and if so spaces the next one (doubling the pause).
+func (fs *fleetState) removalDue(id string, now time.Time) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.prov.removalNext == nil {
+		fs.prov.removalNext, fs.prov.removalPause = map[string]time.Time{}, map[string]time.Duration{}
+	}
+	if now.Before(fs.prov.removalNext[id]) {
+		return false
+	}
+	pause := min(max(2*fs.prov.removalPause[id], refusedRetryMin), refusedRetryMax)
+	fs.prov.removalPause[id], fs.prov.removalNext[id] = pause, now.Add(pause)
+	return true
 }
 
 // provisionDue reports whether the fleet's scan is due, and makes the next
@@ -193,7 +220,9 @@ func (t *TargetPlugin) provisionFleet(ctx, bg context.Context, cfg *policyConfig
 		if v, failed := in.Tags[tagHookFailed]; failed {
 			if strings.HasPrefix(v, hooks.FailTerminate+" ") {
 				busy = true
-				t.startRemoval(bg, log, cfg, fs, in, nodes, v)
+				if fs.removalDue(in.ID, t.now()) {
+					t.startRemoval(bg, log, cfg, fs, in, nodes, v)
+				}
 			}
 			continue
 		}
@@ -383,6 +412,7 @@ func (t *TargetPlugin) hookFailed(ctx context.Context, log hclog.Logger, cfg *po
 	}
 	log.Warn("launch hook failed: the instance is removed and the fleet replaces it (on_failure=terminate)", "hook", h.Name, "why", why)
 	fs.setStep(p, "removing after a failed hook")
+	fs.removalDue(in.ID, t.now())
 	t.removeRefused(ctx, log, cfg, fs, in, &n, value)
 }
 
