@@ -18,8 +18,12 @@ policy {
 apm "apm-node" {
   driver = "apm-node"
   config = {
-    sample_interval = "10s"
-    node_warmup     = "60s"
+    sample_interval    = "10s"
+    node_warmup        = "60s"
+    # The admission gate's client meta key (the default): nodes that wait for
+    # their launch hooks are left out of the average. Same key as the policy's
+    # admission_meta_key (docs/hooks.md).
+    admission_meta_key = "spotfleet_admission"
   }
 }
 
@@ -44,5 +48,19 @@ target "spotfleet" {
     # One queue serves every fleet, so it is set here, not per policy; unset
     # turns interruption handling off.
     interruption_queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/nomad-spot-interruptions"
+
+    # AWX for the policies' awx and awx_callback hooks (docs/hooks.md). Set
+    # here, never in a policy: a policy is readable by whoever reads jobs.
+    # Replace the URL with your AWX's. The token (an OAuth2 personal access
+    # token, scope write, of a user with Execute on the job templates) comes
+    # from a file of one line, or from an environment variable of the agent:
+    # set one of the two. The file (or variable) is read at start, where a
+    # missing or empty one stops the agent, and again for every AWX request,
+    # so a rotated token is picked up without a restart.
+    awx_url        = "https://awx.example.com"
+    awx_token_file = "/etc/nomad-autoscaler/awx-token"
+    # awx_token_env = "AWX_TOKEN"
+    # When AWX's TLS certificate is signed by a private CA:
+    # awx_ca_file = "/etc/nomad-autoscaler/awx-ca.pem"
   }
 }

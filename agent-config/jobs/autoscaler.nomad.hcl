@@ -55,11 +55,31 @@ target "spotfleet" {
   config = {
     aws_region              = "eu-west-1"
     aws_credential_provider = "ec2_role"
+    # AWX for the provisioning hooks (docs/hooks.md); the token is rendered
+    # by the template below. Remove these two lines and that template if the
+    # policy has no awx hooks.
+    awx_url                 = "https://awx.example.com"
+    awx_token_file          = "{{ env "NOMAD_SECRETS_DIR" }}/awx-token"
   }
 }
 EOH
       }
 
+      # The AWX token, from the Nomad Variable nomad/jobs/autoscaler (readable
+      # by this job's tasks without an ACL policy), into the secrets directory.
+      # Store it first, for example with a variable specification file:
+      #   nomad var put -in hcl nomad/jobs/autoscaler @awx-token.nv.hcl
+      # where awx-token.nv.hcl holds items { awx_token = "..." }.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/awx-token"
+        data        = <<EOH
+{{ with nomadVar "nomad/jobs/autoscaler" }}{{ .awx_token }}{{ end }}
+EOH
+      }
+
+      # Hook settings use {{...}} as Nomad's templates do: before adding any
+      # (../policies/spot-pool.hcl) to this policy, give this template other
+      # delimiters (left_delimiter = "[[", right_delimiter = "]]").
       template {
         destination = "${NOMAD_TASK_DIR}/policies/spot-pool.hcl"
         data        = <<EOH
@@ -88,6 +108,8 @@ scaling "spot_pool" {
       node_class            = "spot"
       node_drain_deadline   = "10m"
       node_purge            = "true"
+      # Admission gate and provisioning hooks: see ../policies/spot-pool.hcl
+      # and docs/hooks.md.
     }
   }
 }

@@ -10,6 +10,17 @@ job "web" {
     value     = "spot"
   }
 
+  # The admission gate (docs/hooks.md): only nodes whose launch hooks have all
+  # succeeded. A new spot node registers with meta spotfleet_admission =
+  # "pending" and target-spotfleet sets "admitted"; a node without the key
+  # takes none of this job's work either (fail closed). Every job of the pool
+  # needs this constraint; system jobs without it run on waiting nodes too.
+  constraint {
+    attribute = "${meta.spotfleet_admission}"
+    operator  = "=="
+    value     = "admitted"
+  }
+
   group "web" {
     count = 3
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,6 +95,37 @@ type awxJob struct {
 	Created        string `json:"created"`
 	JobExplanation string `json:"job_explanation"`
 	LaunchType     string `json:"launch_type"`
+	// ExtraVars is AWX's extra_vars: a string holding a JSON (or YAML)
+	// object; nil when the answer had no such field.
+	ExtraVars json.RawMessage `json:"extra_vars"`
+}
+
+// instanceIDPattern finds instance_id in extra_vars that are not JSON
+// (YAML).
+var instanceIDPattern = regexp.MustCompile(`(?m)^\s*["']?instance_id["']?\s*:\s*["']?([^"'\s,}]*)`)
+
+// owner returns the instance_id the job's extra_vars name; known is false
+// when the answer had no extra_vars field.
+func (j *awxJob) owner() (id string, known bool) {
+	if j.ExtraVars == nil || string(j.ExtraVars) == "null" {
+		return "", false
+	}
+	text := string(j.ExtraVars)
+	var str string
+	if json.Unmarshal(j.ExtraVars, &str) == nil {
+		text = str
+	}
+	var vars map[string]any
+	if json.Unmarshal([]byte(text), &vars) == nil {
+		if v, ok := vars["instance_id"].(string); ok {
+			return v, true
+		}
+		return "", true
+	}
+	if m := instanceIDPattern.FindStringSubmatch(text); m != nil {
+		return m[1], true
+	}
+	return "", true
 }
 
 func (j *awxJob) final() bool {
@@ -111,10 +143,13 @@ func (j *awxJob) createdAt() (time.Time, bool) {
 	return t, err == nil
 }
 
-// apiError is a refusal of the AWX API.
+// apiError is a refusal of the AWX API. config marks one that is the
+// configuration's or AWX's fault (IsConfigError): 401, 403, 404, and 400
+// on a launch.
 type apiError struct {
 	status int
 	msg    string
+	config bool
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -136,7 +171,7 @@ type response struct {
 func (c *awxClient) attempt(ctx context.Context, method, path string, query url.Values, body any) (*response, error) {
 	tok, err := c.agent.currentToken()
 	if err != nil {
-		return nil, err
+		return nil, &configError{err: err}
 	}
 	u := c.agent.url + path
 	if len(query) > 0 {
@@ -165,7 +200,7 @@ func (c *awxClient) attempt(ctx context.Context, method, path string, query url.
 	if err != nil {
 		if untrustedCertificate(err) {
 			// Not a blip: retrying cannot help.
-			return nil, fmt.Errorf("%s %s: AWX's TLS certificate is not trusted (%v): set awx_ca_file in the agent's target plugin config to the CA that signed it", method, path, unwrapURLError(err))
+			return nil, &configError{err: fmt.Errorf("%s %s: AWX's TLS certificate is not trusted (%v): set awx_ca_file in the agent's target plugin config to the CA that signed it", method, path, unwrapURLError(err))}
 		}
 		if ctx.Err() == nil && actx.Err() != nil {
 			return nil, &netError{msg: fmt.Sprintf("%s %s: no answer within %s", method, path, c.attemptTimeout)}
@@ -270,7 +305,7 @@ func decode(resp *response, out any, method, path string) error {
 
 // statusError explains a non-2xx answer. It never repeats the token (AWX
 // does not echo it, and the message is redacted anyway).
-func (c *awxClient) statusError(resp *response, method, path, what string) error {
+func (c *awxClient) statusError(resp *response, method, path, what string) *apiError {
 	detail := c.red.apply(errorDetail(resp.body))
 	req := method + " " + path
 	var msg string
@@ -285,6 +320,10 @@ func (c *awxClient) statusError(resp *response, method, path, what string) error
 		msg = fmt.Sprintf("AWX has no %s (404 Not Found for %s)", what, req)
 	default:
 		msg = fmt.Sprintf("AWX answered %s with %d %s: %s", req, resp.status, http.StatusText(resp.status), detail)
+	}
+	switch resp.status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return &apiError{status: resp.status, msg: msg, config: true}
 	}
 	return &apiError{status: resp.status, msg: msg}
 }
@@ -360,12 +399,12 @@ func (c *awxClient) resolveTemplate(ctx context.Context, ref string) (int, error
 	}
 	switch len(ids) {
 	case 0:
-		return 0, fmt.Errorf("AWX has no job template named %s: check hook_<name>_job_template (or give the template's numeric id)", shown(ref))
+		return 0, &configError{err: fmt.Errorf("AWX has no job template named %s: check hook_<name>_job_template (or give the template's numeric id)", shown(ref))}
 	case 1:
 		c.agent.cacheTemplate(ref, id)
 		return id, nil
 	}
-	return 0, fmt.Errorf("AWX has %d job templates named %s (ids %s): give the numeric id in hook_<name>_job_template", len(ids), shown(ref), strings.Join(ids, ", "))
+	return 0, &configError{err: fmt.Errorf("AWX has %d job templates named %s (ids %s): give the numeric id in hook_<name>_job_template", len(ids), shown(ref), strings.Join(ids, ", "))}
 }
 
 // launchResult is what a launch gave.
@@ -375,11 +414,12 @@ type launchResult struct {
 	adopted bool     // the job was found after an ambiguous failure
 }
 
-// launch launches a job template. An ambiguous failure (no answer after the
-// request may have been sent, or 5xx) may still have created a job: before
-// each retry it looks for a job of the template with the same limit created
-// since the first attempt, and adopts it.
-func (c *awxClient) launch(ctx context.Context, tmpl int, what, limit string, extraVars map[string]string) (launchResult, error) {
+// launch launches a job template for an instance. An ambiguous failure (no
+// answer after the request may have been sent, or 5xx) may still have
+// created a job: before each retry it looks for a job of the template with
+// the same limit created since the first attempt (less resumeSlack) whose
+// extra_vars do not name another instance (see findJob), and adopts it.
+func (c *awxClient) launch(ctx context.Context, tmpl int, what, limit, instanceID string, extraVars map[string]string) (launchResult, error) {
 	path := fmt.Sprintf("/api/v2/job_templates/%d/launch/", tmpl)
 	body := map[string]any{"limit": limit, "extra_vars": extraVars}
 	first := c.now()
@@ -400,14 +440,18 @@ func (c *awxClient) launch(ctx context.Context, tmpl int, what, limit string, ex
 		case retryable(resp.status):
 			last, ambiguous = c.statusError(resp, http.MethodPost, path, what), resp.status >= 500
 		default:
-			return launchResult{}, c.statusError(resp, http.MethodPost, path, what)
+			e := c.statusError(resp, http.MethodPost, path, what)
+			if resp.status == http.StatusBadRequest {
+				e.config = true // missing survey answers, bad variables: the template's
+			}
+			return launchResult{}, e
 		}
 		if ctx.Err() != nil || !sleep(ctx, backoff) {
 			return launchResult{}, fmt.Errorf("launching %s: %w (gave up after %d attempts: %v)", what, last, n, ctx.Err())
 		}
 		backoff = min(2*backoff, c.retryMax)
 		if ambiguous {
-			job, err := c.findJob(ctx, tmpl, limit, first.Add(-resumeSlack))
+			job, err := c.findJob(ctx, tmpl, limit, instanceID, first.Add(-resumeSlack))
 			if err != nil {
 				return launchResult{}, fmt.Errorf("launching %s failed ambiguously (%v) and looking for the job it may have created failed: %w", what, last, err)
 			}
@@ -488,14 +532,41 @@ func (c *awxClient) listJobs(ctx context.Context, tmpl int, limit string, since 
 	return out, nil
 }
 
-// findJob returns the newest job of the template for the limit created at
-// or after since, or nil.
-func (c *awxClient) findJob(ctx context.Context, tmpl int, limit string, since time.Time) (*awxJob, error) {
+// findJob returns the job of the template for the limit, created at or
+// after since, that an awx hook launched for the instance, or nil: the
+// newest one whose extra_vars name the instance (instance_id) or, when none
+// does, the newest one whose extra_vars name no instance. A job whose
+// extra_vars name another instance is never returned: it is the job of an
+// earlier instance that had the same address. When the listing gives no
+// extra_vars, each candidate is read to get them.
+func (c *awxClient) findJob(ctx context.Context, tmpl int, limit, instanceID string, since time.Time) (*awxJob, error) {
 	jobs, err := c.listJobs(ctx, tmpl, limit, since)
 	if err != nil || len(jobs) == 0 {
 		return nil, err
 	}
-	return &jobs[0], nil
+	var anonymous *awxJob
+	for i := range jobs {
+		j := &jobs[i]
+		owner, known := j.owner()
+		if !known {
+			full, err := c.getJob(ctx, j.ID)
+			if err != nil {
+				return nil, fmt.Errorf("reading the extra_vars of a candidate job: %w", err)
+			}
+			if owner, known = full.owner(); !known {
+				owner = "" // AWX shows none: nothing says whose job it is
+			}
+		}
+		switch {
+		case owner == instanceID && instanceID != "":
+			return j, nil
+		case owner == "" && anonymous == nil:
+			anonymous = j
+		case owner != "" && owner != instanceID:
+			c.log.Debug("an AWX job of the template for the same host names another instance; it is not this instance's", "job_id", j.ID, "its_instance_id", owner)
+		}
+	}
+	return anonymous, nil
 }
 
 // cancelJob asks AWX to cancel a job, best effort, within cleanupTimeout

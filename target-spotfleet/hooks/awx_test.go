@@ -107,8 +107,9 @@ func TestAWXIgnoredFieldsIsAConfigurationErrorAndTheJobIsCancelled(t *testing.T)
 	require.ErrorContains(t, out.Err, "AWX started job 1001 anyway; it was cancelled")
 	require.Len(t, f.callsTo(`^POST /api/v2/jobs/1001/cancel/$`), 1)
 	require.Equal(t, jobCanceled, f.jobStatus(1001))
-	require.Equal(t, StateFailed, out.Record.Steps["configure"].State)
-	require.Equal(t, 1001, out.Record.Steps["configure"].JobID)
+	require.True(t, IsConfigError(out.Err), "%v", out.Err)
+	require.Equal(t, "configure", out.Hook.Name)
+	require.NotContains(t, out.Record.Steps, "configure", "a configuration error is not recorded as failed")
 	require.Contains(t, logs.String(), "cancelled the AWX job that ignored the limit or variables")
 }
 
@@ -161,7 +162,8 @@ func TestAWXRefusalsAreClearAndNotRetried(t *testing.T) {
 			require.NotContains(t, logs.String(), fakeToken)
 			require.Len(t, f.callsTo(`launch/$`), 1, "a refusal is not retried")
 			require.Equal(t, 0, f.jobCount())
-			require.Equal(t, StateFailed, out.Record.Steps["configure"].State)
+			require.True(t, IsConfigError(out.Err), "%v", out.Err)
+			require.NotContains(t, out.Record.Steps, "configure", "a configuration error is not recorded as failed")
 		})
 	}
 }
@@ -294,10 +296,18 @@ func TestAWXResumeOfAStartedStep(t *testing.T) {
 			wantJob: 1001,
 		},
 		{
-			name: "an older job of the same host is not the interrupted run's: launch",
+			name: "a job of the same host for another instance is not the interrupted run's: launch",
 			step: Step{State: StateStarted, At: start},
 			setup: func(f *fakeAWX) {
-				f.addJob(7, "10.0.0.5", "manual", start.Add(-time.Minute), all...)
+				f.addJobFor(7, "10.0.0.5", "i-0previous", start.Add(-time.Minute), all...)
+			},
+			wantJob: 1002, wantLaunch: 1, wantListing: true,
+		},
+		{
+			name: "a job created more than 5 minutes before the step is not the interrupted run's: launch",
+			step: Step{State: StateStarted, At: start},
+			setup: func(f *fakeAWX) {
+				f.addJobFor(7, "10.0.0.5", "i-0abc123", start.Add(-6*time.Minute), all...)
 			},
 			wantJob: 1002, wantLaunch: 1, wantListing: true,
 		},

@@ -38,6 +38,9 @@ type fakeAWX struct {
 	calls             []fakeCall
 	faults            map[string][]fault
 	ignoreListFilters bool
+	// listOmitsExtraVars: job listings leave extra_vars out (only a job's
+	// own page has them).
+	listOmitsExtraVars bool
 }
 
 // fakeTemplate is a job template of the fake.
@@ -161,6 +164,16 @@ func (f *fakeAWX) addJob(tmpl int, limit, launchType string, created time.Time, 
 	f.nextJob++
 	f.jobs[j.id] = j
 	return j.id
+}
+
+// addJobFor creates a job as if an awx hook of another run had launched it
+// for an instance: its extra_vars name instanceID.
+func (f *fakeAWX) addJobFor(tmpl int, limit, instanceID string, created time.Time, statuses ...string) int {
+	id := f.addJob(tmpl, limit, "manual", created, statuses...)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.jobs[id].extraVars = map[string]any{"instance_id": instanceID, "private_ip": limit}
+	return id
 }
 
 // fail queues faults for the next requests of a route.
@@ -354,12 +367,22 @@ func (f *fakeAWX) launch(w http.ResponseWriter, id int, body map[string]any) {
 	writeJSON(w, http.StatusCreated, map[string]any{"job": j.id, "id": j.id, "type": "job", "status": "pending", "ignored_fields": ignored})
 }
 
-func (f *fakeAWX) jobJSON(j *fakeJob, status string) map[string]any {
-	return map[string]any{
+func (f *fakeAWX) jobJSON(j *fakeJob, status string, listed bool) map[string]any {
+	m := map[string]any{
 		"id": j.id, "type": "job", "status": status, "failed": status == jobFailed || status == jobError,
 		"job_template": j.template, "limit": j.limit, "launch_type": j.launchType,
 		"created": j.created.Format("2006-01-02T15:04:05.000000Z"), "job_explanation": explanationFor(j, status),
 	}
+	if !listed || !f.listOmitsExtraVars {
+		// Like AWX, extra_vars is a string holding a JSON object.
+		vars := "{}"
+		if len(j.extraVars) > 0 {
+			b, _ := json.Marshal(j.extraVars)
+			vars = string(b)
+		}
+		m["extra_vars"] = vars
+	}
+	return m
 }
 
 func explanationFor(j *fakeJob, status string) string {
@@ -395,7 +418,7 @@ func (f *fakeAWX) listJobs(w http.ResponseWriter, r *http.Request) {
 		if size > 0 && len(results) == size {
 			break
 		}
-		results = append(results, f.jobJSON(j, j.observe()))
+		results = append(results, f.jobJSON(j, j.observe(), true))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(results), "results": results})
 }
@@ -406,7 +429,7 @@ func (f *fakeAWX) getJob(w http.ResponseWriter, id int) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Not found."})
 		return
 	}
-	writeJSON(w, http.StatusOK, f.jobJSON(j, j.observe()))
+	writeJSON(w, http.StatusOK, f.jobJSON(j, j.observe(), false))
 }
 
 func (f *fakeAWX) cancel(w http.ResponseWriter, id int) {

@@ -9,10 +9,26 @@ import (
 )
 
 // callbackLookback is how long before its step started a callback job may
-// have been created and still count: the instance usually calls back while
-// it boots, before (or soon after) its Nomad node registers. Older jobs for
-// the same host are of an earlier instance that had the same address.
+// have been created and still count, when the instance's launch time is not
+// known: the instance usually calls back while it boots, before (or soon
+// after) its Nomad node registers. Older jobs for the same host are of an
+// earlier instance that had the same address.
 const callbackLookback = 30 * time.Minute
+
+// launchSkew is how much earlier than the instance's launch time (EC2's
+// clock) a callback job may have been created (AWX's clock) and still be
+// the instance's.
+const launchSkew = time.Minute
+
+// callbackSince returns the oldest creation time of a callback job that can
+// be the instance's: its launch time less launchSkew when known, else the
+// step's start less callbackLookback.
+func callbackSince(p *prepared, st Step) time.Time {
+	if !p.launchTime.IsZero() {
+		return p.launchTime.Add(-launchSkew)
+	}
+	return st.At.Add(-callbackLookback)
+}
 
 // templateLabel names a job template for messages: its name and id, or its
 // id.
@@ -39,7 +55,7 @@ func (c *awxClient) runLaunch(ctx context.Context, h *Hook, p *prepared, resume 
 			jobID = st.JobID
 			c.log.Info("resuming: following the AWX job the interrupted run launched", "job_id", jobID)
 		} else {
-			job, err := c.findJob(ctx, tmpl, p.limit, st.At.Add(-resumeSlack))
+			job, err := c.findJob(ctx, tmpl, p.limit, p.instanceID, st.At.Add(-resumeSlack))
 			if err != nil {
 				return 0, fmt.Errorf("resuming: looking for the job the interrupted run may have launched: %w", err)
 			}
@@ -54,7 +70,7 @@ func (c *awxClient) runLaunch(ctx context.Context, h *Hook, p *prepared, resume 
 	}
 
 	if jobID == 0 {
-		res, err := c.launch(ctx, tmpl, what, p.limit, p.extraVars)
+		res, err := c.launch(ctx, tmpl, what, p.limit, p.instanceID, p.extraVars)
 		if err != nil {
 			if isNotFound(err) && !isDigits(h.JobTemplate) {
 				c.agent.cacheTemplate(h.JobTemplate, 0) // renamed or deleted: look it up again next time
@@ -76,8 +92,8 @@ func (c *awxClient) runLaunch(ctx context.Context, h *Hook, p *prepared, resume 
 			if cerr != nil {
 				cancelled = fmt.Sprintf("cancelling it failed: %v", cerr)
 			}
-			return jobID, fmt.Errorf("%s ignored %s: enable 'Prompt on launch' for Limit and Variables in the template (AWX started job %d anyway; %s)",
-				what, strings.Join(res.ignored, ", "), jobID, cancelled)
+			return jobID, &configError{err: fmt.Errorf("%s ignored %s: enable 'Prompt on launch' for Limit and Variables in the template (AWX started job %d anyway; %s)",
+				what, strings.Join(res.ignored, ", "), jobID, cancelled)}
 		}
 	}
 	return jobID, c.follow(ctx, jobID, h.timeout())
@@ -144,7 +160,8 @@ func (c *awxClient) jobFailure(ctx context.Context, job *awxJob) error {
 // its configuration (provisioning callback), so the hook launches nothing
 // and waits for that job. The rule: among the jobs of the template whose
 // limit is the host (whatever their launch type) and that were created at
-// most callbackLookback before the step started, the newest one decides:
+// or after the instance's launch time less launchSkew (when it is unknown:
+// at most callbackLookback before the step started), the newest one decides:
 // successful ends the hook ok; new, pending, waiting or running is followed;
 // failed, error or canceled is a failure unless a newer job appears before
 // the hook's timeout (the instance may call back again). No job at all by
@@ -155,7 +172,7 @@ func (c *awxClient) runCallback(ctx context.Context, h *Hook, p *prepared, st St
 		return 0, err
 	}
 	what := templateLabel(h.JobTemplate, tmpl)
-	since := st.At.Add(-callbackLookback)
+	since := callbackSince(p, st)
 	var newest *awxJob
 	for {
 		jobs, err := c.listJobs(ctx, tmpl, p.limit, since)

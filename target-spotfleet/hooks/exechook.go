@@ -26,9 +26,32 @@ const (
 	pipeGrace = 3 * time.Second
 )
 
-// runExec runs an exec hook: the argv (no shell) with os.Environ() plus the
-// SPOTFLEET_* variables and the hook's env, in its own process group. When
-// ctx ends the whole group gets SIGTERM, then SIGKILL after killGrace.
+// passedEnv are the variables of the plugin's environment that an exec
+// command gets (each only when set): nothing else of it, which holds AWS
+// keys and tokens.
+var passedEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
+
+// errCommandStopped is wrapped by the error of an exec command that the
+// runner killed because the plugin is stopping (not because its hook timed
+// out).
+var errCommandStopped = errors.New("the command was stopped")
+
+// commandEnv is the environment of an exec command: passedEnv from the
+// plugin's environment, then the SPOTFLEET_* variables and the hook's env
+// (added, which win over the plugin's).
+func commandEnv(added []string) []string {
+	env := make([]string, 0, len(passedEnv)+len(added))
+	for _, k := range passedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return append(env, added...)
+}
+
+// runExec runs an exec hook: the argv (no shell) with a minimal environment
+// (see commandEnv), in its own process group. When ctx ends the whole group
+// gets SIGTERM, then SIGKILL after killGrace.
 func (r *Runner) runExec(ctx context.Context, h *Hook, p *prepared, log hclog.Logger) error {
 	if len(p.argv) == 0 {
 		return errors.New("no command is set")
@@ -41,7 +64,7 @@ func (r *Runner) runExec(ctx context.Context, h *Hook, p *prepared, log hclog.Lo
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        p.argv,
-		Env:         append(os.Environ(), p.env...),
+		Env:         commandEnv(p.env),
 		Stdout:      out,
 		Stderr:      out,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
@@ -67,7 +90,7 @@ func (r *Runner) runExec(ctx context.Context, h *Hook, p *prepared, log hclog.Lo
 	lines := lastLines(text, maxOutputLines)
 	if killed {
 		if !timedOut(ctx) {
-			return ctx.Err()
+			return fmt.Errorf("%w (%w)", errCommandStopped, ctx.Err())
 		}
 		return fmt.Errorf("command %s did not finish within %s; its process group was killed (SIGTERM, then SIGKILL after %s)%s",
 			shown(p.argv[0]), h.timeout(), killGrace, linesSuffix(lines))

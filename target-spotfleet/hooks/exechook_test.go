@@ -35,7 +35,8 @@ func TestExecHookGetsArgvAndEnvironment(t *testing.T) {
 	require.True(t, res.OK, "%v", res.Err)
 	b, err := os.ReadFile(out)
 	require.NoError(t, err)
-	require.Equal(t, "i-0abc123 c5.large us-east-1a 10.0.0.5 ip-10-0-0-5.ec2.internal sfr-1234 node-1 client-1|web|r1|inherited|ip 10.0.0.5\n", string(b))
+	require.Equal(t, "i-0abc123 c5.large us-east-1a 10.0.0.5 ip-10-0-0-5.ec2.internal sfr-1234 node-1 client-1|web|r1||ip 10.0.0.5\n", string(b),
+		"the plugin's other variables are not passed on")
 }
 
 func TestExecHookExitCodeIsAFailureWithTheLastLines(t *testing.T) {

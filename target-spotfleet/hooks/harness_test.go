@@ -8,12 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testInstance is a fully known instance with a registered node.
+// testInstance is a fully known instance with a registered node, launched
+// 5 minutes ago.
 func testInstance() Instance {
 	return Instance{
 		ID: "i-0abc123", Type: "c5.large", Zone: "us-east-1a",
 		PrivateIP: "10.0.0.5", PrivateDNS: "ip-10-0-0-5.ec2.internal", FleetID: "sfr-1234",
 		NodeID: "node-1", NodeName: "client-1", NodeMeta: map[string]string{"rack": "r1"},
+		LaunchTime: time.Now().UTC().Add(-5 * time.Minute),
 	}
 }
 

@@ -130,7 +130,12 @@ type Hook struct {
 	JobTemplate string
 	// Limit (awx, awx_callback) is the template of the AWX limit: the host
 	// the job runs against (awx) or the host whose callback job is awaited
-	// (awx_callback).
+	// (awx_callback). It must name one host, the instance: ParsePolicy
+	// wants at least one of {{instance_id}}, {{private_ip}},
+	// {{private_dns_name}}, {{node_id}}, {{node_name}} or
+	// {{node.meta.<key>}} in it and no Ansible host-pattern operator or
+	// separator (, : ! & * ? [ ] ~ or whitespace) in its text, and a run
+	// fails the hook when a value of its expressions holds one.
 	Limit string
 	// ExtraVars (awx) are templates of the job's extra variables, added to
 	// the fixed ones (see Instance).
@@ -413,7 +418,7 @@ func (p *policyParser) parseHook(name string, launch bool) *Hook {
 			}
 		}
 		if h.Limit != "" {
-			p.template(name, key(settingLimit), h.Limit)
+			p.limitTemplate(name, key(settingLimit), h.Limit)
 		}
 		if h.Type == TypeAWX {
 			if raw, ok := s[settingExtraVars]; ok {
@@ -483,6 +488,20 @@ func (p *policyParser) template(name, key, value string) {
 	p.templates[name] = append(p.templates[name], keyedTemplate{key: key, t: t})
 }
 
+// limitTemplate parses the limit of an awx or awx_callback hook: a template
+// that names one host, the instance (see template.checkLimit).
+func (p *policyParser) limitTemplate(name, key, value string) {
+	t, err := parseTemplate(value)
+	if err != nil {
+		p.fail("%s is %s: %v", key, shown(value), err)
+		return
+	}
+	for _, problem := range t.checkLimit() {
+		p.fail("%s is %s, %s", key, shown(value), problem)
+	}
+	p.templates[name] = append(p.templates[name], keyedTemplate{key: key, t: t})
+}
+
 // parsePairs reads comma-separated key=value pairs whose values are
 // templates.
 func (p *policyParser) parsePairs(name, key, raw string, keyPattern *regexp.Regexp, keyAccepted string, reserved []string, reservedWhat string) map[string]string {
@@ -513,14 +532,20 @@ func (p *policyParser) parsePairs(name, key, raw string, keyPattern *regexp.Rege
 
 // checkRefs checks every {{hook.<name>.job_id}}: a launch hook may name an
 // earlier launch hook of type awx or awx_callback; a terminate hook may name
-// such a launch hook or an earlier such terminate hook (when the record
-// given to Terminate holds the launch steps).
+// an earlier such terminate hook only (the record given to Terminate holds
+// the terminate steps: it is kept apart from the launch record).
 func (p *policyParser) checkRefs(spec *Spec) {
 	byName := map[string]*Hook{}
 	for _, h := range append(append([]*Hook{}, spec.Launch...), spec.Terminate...) {
 		byName[h.Name] = h
 	}
 	check := func(list []*Hook, launch bool) {
+		want := "want an earlier launch hook of type awx or awx_callback"
+		listKey := policyKeyLaunch
+		if !launch {
+			want = "want an earlier terminate hook of type awx or awx_callback"
+			listKey = policyKeyTerminate
+		}
 		earlier := map[string]bool{}
 		for _, h := range list {
 			for _, kt := range p.templates[h.Name] {
@@ -528,13 +553,13 @@ func (p *policyParser) checkRefs(spec *Spec) {
 					target, ok := byName[ref]
 					switch {
 					case !ok:
-						p.fail("%s uses {{hook.%s.job_id}}, but no hook is named %s: want an earlier launch hook of type awx or awx_callback", kt.key, ref, ref)
+						p.fail("%s uses {{hook.%s.job_id}}, but no hook is named %s: %s", kt.key, ref, ref, want)
+					case !launch && p.listOf[ref] == policyKeyLaunch:
+						p.fail("%s uses {{hook.%s.job_id}}, but %s is a launch hook: terminate hooks only see their own list's record (%s), which is kept apart from the launch hooks' one; %s, or pass the value another way", kt.key, ref, ref, policyKeyTerminate, want)
 					case target.Type != TypeAWX && target.Type != TypeAWXCallback:
-						p.fail("%s uses {{hook.%s.job_id}}, but %s is a %s hook, which has no AWX job: want an earlier launch hook of type awx or awx_callback", kt.key, ref, ref, target.Type)
-					case launch && !earlier[ref]:
-						p.fail("%s uses {{hook.%s.job_id}}, but %s does not run before %s (%s runs in order): want an earlier launch hook of type awx or awx_callback", kt.key, ref, ref, h.Name, policyKeyLaunch)
-					case !launch && p.listOf[ref] == policyKeyTerminate && !earlier[ref]:
-						p.fail("%s uses {{hook.%s.job_id}}, but %s does not run before %s (%s runs in order): want a launch hook or an earlier terminate hook of type awx or awx_callback", kt.key, ref, ref, h.Name, policyKeyTerminate)
+						p.fail("%s uses {{hook.%s.job_id}}, but %s is a %s hook, which has no AWX job: %s", kt.key, ref, ref, target.Type, want)
+					case !earlier[ref]:
+						p.fail("%s uses {{hook.%s.job_id}}, but %s does not run before %s (%s runs in order): %s", kt.key, ref, ref, h.Name, listKey, want)
 					}
 				}
 			}
@@ -545,13 +570,29 @@ func (p *policyParser) checkRefs(spec *Spec) {
 	check(spec.Terminate, false)
 }
 
-// checkRecordLen makes sure the record of a list always fits in a tag.
+// checkRecordLen makes sure the record of a list always fits where the
+// plugin keeps it: a tag of its own for the launch hooks (MaxRecordLen), a
+// share of a tag for the terminate hooks (MaxTerminateRecordLen).
 func (p *policyParser) checkRecordLen(key string, hooks []*Hook) {
-	if n := recordLen(hooks); n > MaxRecordLen {
-		budget := MaxRecordLen + 1 - len(hooks)*recordStepOverhead
-		p.fail("%s is %s, whose progress record could reach %d characters, more than the %d an EC2 tag value holds: use shorter hook names (at most %d characters for these %d names together)",
-			key, shown(p.cfg[key]), n, MaxRecordLen, budget, len(hooks))
+	maxLen, where := MaxRecordLen, fmt.Sprintf("the %d an EC2 tag value holds", MaxRecordLen)
+	if key == policyKeyTerminate {
+		maxLen = MaxTerminateRecordLen
+		where = fmt.Sprintf("the %d it may use (the plugin keeps it with the instance's details in one 256-character EC2 tag)", MaxTerminateRecordLen)
 	}
+	n := recordLen(hooks)
+	if n <= maxLen {
+		return
+	}
+	budget := maxLen + 1 - len(hooks)*recordStepOverhead
+	if budget < len(hooks) {
+		// Even one-letter names do not fit.
+		fit := (maxLen + 1) / (1 + recordStepOverhead)
+		p.fail("%s is %s, whose progress record could reach %d characters, more than %s: list at most %d hooks (each step of the record takes %d characters besides its hook's name)",
+			key, shown(p.cfg[key]), n, where, fit, recordStepOverhead)
+		return
+	}
+	p.fail("%s is %s, whose progress record could reach %d characters, more than %s: use shorter hook names (at most %d characters for these %d names together)",
+		key, shown(p.cfg[key]), n, where, budget, len(hooks))
 }
 
 // reservedEnv are the variables every exec command gets.
@@ -594,5 +635,6 @@ func isDigits(s string) bool {
 	return true
 }
 
-// errNotConfigured is returned when an AWX hook runs without AWX settings.
-var errNotConfigured = errors.New("AWX is not configured in the agent: set " + configKeyAWXURL + " and " + configKeyAWXTokenFile + " or " + configKeyAWXTokenEnv + " in the agent's target plugin config")
+// errNotConfigured is returned when an AWX hook runs without AWX settings;
+// it is a configuration error (IsConfigError).
+var errNotConfigured error = &configError{err: errors.New("AWX is not configured in the agent: set " + configKeyAWXURL + " and " + configKeyAWXTokenFile + " or " + configKeyAWXTokenEnv + " in the agent's target plugin config")}

@@ -35,7 +35,7 @@ func TestParsePolicyReadsEveryKindOfHook(t *testing.T) {
 		"hook_register_env":           "REGISTRY=https://registry.example.com/v1?x=1, NODE={{node_name}}",
 		"hook_forget_type":            "awx",
 		"hook_forget_job_template":    "9",
-		"hook_forget_extra_vars":      "configure_job={{hook.configure.job_id}}",
+		"hook_forget_extra_vars":      "reason=scale-in",
 		// Not ours: ignored.
 		"aws_region":         "us-east-1",
 		"node_class":         "spot",
@@ -67,7 +67,7 @@ func TestParsePolicyReadsEveryKindOfHook(t *testing.T) {
 	}, spec.Launch[3])
 	require.Equal(t, &Hook{
 		Name: "forget", Type: TypeAWX, Timeout: 30 * time.Minute, OnFailure: "",
-		JobTemplate: "9", Limit: "{{private_ip}}", ExtraVars: map[string]string{"configure_job": "{{hook.configure.job_id}}"},
+		JobTemplate: "9", Limit: "{{private_ip}}", ExtraVars: map[string]string{"reason": "scale-in"},
 	}, spec.Terminate[0])
 }
 
@@ -306,7 +306,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{
 			name:    "record that would not fit in a tag",
 			cfg:     longNames(),
-			wantErr: "whose progress record could reach 359 characters, more than the 256 an EC2 tag value holds: use shorter hook names (at most 89 characters for these 6 names together)",
+			wantErr: "whose progress record could reach 377 characters, more than the 256 an EC2 tag value holds: use shorter hook names (at most 71 characters for these 6 names together)",
 		},
 	}
 	for _, tc := range cases {

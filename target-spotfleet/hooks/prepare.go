@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"strings"
+	"time"
 )
 
 // Environment variables every exec command gets.
@@ -22,21 +23,26 @@ type prepared struct {
 	extraVars map[string]string // awx: fixed and the hook's
 	meta      map[string]string // nomad
 	argv      []string          // exec
-	env       []string          // exec: KEY=value added to os.Environ()
-	nodeID    string
-	red       redactor
-	h         *Hook
+	env       []string          // exec: KEY=value added to the passed variables
+	// instanceID is the instance's id: the awx hook's job names it in its
+	// extra_vars.
+	instanceID string
+	// launchTime is the instance's launch time (zero: unknown).
+	launchTime time.Time
+	nodeID     string
+	red        redactor
+	h          *Hook
 }
 
 // prepare renders every template of the hook. Rendering an empty value is
 // an error that says which expression was empty.
 func (r *Runner) prepare(h *Hook, f facts) (*prepared, error) {
 	key := func(setting string) string { return policyKeyPrefix + h.Name + "_" + setting }
-	p := &prepared{h: h, nodeID: f.inst.NodeID, red: r.redactor()}
+	p := &prepared{h: h, nodeID: f.inst.NodeID, red: r.redactor(), instanceID: f.inst.ID, launchTime: f.inst.LaunchTime}
 	var err error
 	switch h.Type {
 	case TypeAWX, TypeAWXCallback:
-		if p.limit, err = renderValue(key(settingLimit), h.limit(), f); err != nil {
+		if p.limit, err = renderLimit(key(settingLimit), h.limit(), f); err != nil {
 			return nil, err
 		}
 		if h.Type == TypeAWX {

@@ -20,14 +20,21 @@ const (
 )
 
 // MaxRecordLen is the longest Record.String an EC2 tag value can hold.
-// ParsePolicy makes sure that the record of one hook list always fits
+// ParsePolicy makes sure that the record of the launch hooks always fits
 // (with AWX job ids of up to recordJobDigits digits).
 const MaxRecordLen = 256
 
+// MaxTerminateRecordLen is the longest Record.String of the terminate hooks
+// that ParsePolicy accepts (with AWX job ids of up to recordJobDigits
+// digits): the plugin stores it together with the instance's details (about
+// 100 characters) in one 256-character tag.
+const MaxTerminateRecordLen = 140
+
 // recordJobDigits and recordAtDigits are the widths the record length check
-// of ParsePolicy assumes for a job id and a Unix time.
+// of ParsePolicy assumes for a job id (AWX ids grow past 7 digits on a busy
+// AWX) and a Unix time, for every hook whatever its type.
 const (
-	recordJobDigits = 7
+	recordJobDigits = 10
 	recordAtDigits  = 10
 )
 
@@ -40,11 +47,12 @@ const recordStepOverhead = 1 + len(StateStarted) + 1 + recordJobDigits + 1 + rec
 // plugin resumes where the last one stopped. The zero value is an empty
 // record.
 //
-// ParsePolicy makes sure that the steps of one list (launch or terminate)
-// always fit in MaxRecordLen; a record holding the steps of both lists may
-// not, so keep the two in separate tags (a terminate hook that uses
-// {{hook.<launch hook>.job_id}} needs the launch steps in the record given
-// to Terminate: merge them in memory).
+// ParsePolicy makes sure that the steps of the launch hooks always fit in
+// MaxRecordLen and those of the terminate hooks in MaxTerminateRecordLen;
+// a record holding the steps of both lists may not, so keep the two apart.
+// The record given to Terminate holds the terminate steps only (a terminate
+// hook may use {{hook.<name>.job_id}} of an earlier terminate hook, never of
+// a launch hook).
 type Record struct {
 	Steps map[string]Step
 }

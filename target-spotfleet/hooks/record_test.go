@@ -53,18 +53,18 @@ func TestParseRecordErrors(t *testing.T) {
 }
 
 func TestRecordOfSixHooksFitsInATag(t *testing.T) {
-	// The longest names ParsePolicy accepts for six hooks: 89 characters
-	// together.
+	// The longest names ParsePolicy accepts for six hooks: 71 characters
+	// together, with job ids of 10 digits.
 	var hooks []*Hook
 	rec := Record{Steps: map[string]Step{}}
 	for i := 0; i < 6; i++ {
-		n := 14
+		n := 11
 		if i == 0 {
-			n = 13
+			n = 10
 		}
 		name := fmt.Sprintf("%c%s", 'a'+i, strings.Repeat("x", n))
 		hooks = append(hooks, &Hook{Name: name, Type: TypeAWX})
-		rec.Steps[name] = Step{State: StateStarted, JobID: 9999999, At: time.Unix(1999999999, 0)}
+		rec.Steps[name] = Step{State: StateStarted, JobID: 9999999999, At: time.Unix(1999999999, 0)}
 	}
 	_, err := ParsePolicy(policyOf(hooks), awxAgent(t))
 	require.NoError(t, err, "these names are accepted")
@@ -75,7 +75,7 @@ func TestRecordOfSixHooksFitsInATag(t *testing.T) {
 	// Typical names leave plenty of room.
 	typical := Record{Steps: map[string]Step{}}
 	for _, n := range []string{"configure", "enroll", "join", "register", "monitor", "admit"} {
-		typical.Steps[n] = Step{State: StateStarted, JobID: 1234567, At: time.Unix(1733100000, 0)}
+		typical.Steps[n] = Step{State: StateStarted, JobID: 1234567890, At: time.Unix(1733100000, 0)}
 	}
 	require.LessOrEqual(t, len(typical.String()), MaxRecordLen)
 }

@@ -91,45 +91,56 @@ func TestAFailingSaveBeforeAHookMeansTheHookDoesNotRun(t *testing.T) {
 
 	require.False(t, out.OK)
 	require.ErrorContains(t, out.Err, "hook first (exec): its start could not be recorded, so it was not run: saving the hook record: CreateTags: RequestLimitExceeded")
+	require.ErrorIs(t, out.Err, ErrNotRecorded)
+	require.False(t, IsConfigError(out.Err))
 	require.False(t, ran(hookRan))
 	require.NotContains(t, out.Record.Steps, "first")
 }
 
-func TestAFailingSaveAfterSuccessLeavesTheStepStarted(t *testing.T) {
+func TestAFailingSaveAfterSuccessIsNotRecordedButTheRecordHoldsTheStepOK(t *testing.T) {
 	h, hookRan := touchHook(t, "first")
+	second, secondRan := touchHook(t, "second")
 	r, _ := newTestRunner(t, nil)
+	failed := false
 	s := &memSaver{fail: func(n int, _ Record) error {
-		if n == 2 {
+		if n == 2 && !failed {
+			failed = true // once: the next save succeeds
 			return errors.New("CreateTags: throttled")
 		}
 		return nil
 	}}
 
-	out := r.Launch(context.Background(), []*Hook{h}, testInstance(), Record{}, s.save)
+	out := r.Launch(context.Background(), []*Hook{h, second}, testInstance(), Record{}, s.save)
 
 	require.False(t, out.OK)
-	require.ErrorContains(t, out.Err, "hook first (exec): it succeeded but its state could not be recorded (saving the hook record: CreateTags: throttled); it resumes at the next attempt")
+	require.Same(t, h, out.Hook)
+	require.ErrorContains(t, out.Err, "hook first (exec): it succeeded but its state could not be recorded (saving the hook record: CreateTags: throttled)")
+	require.ErrorIs(t, out.Err, ErrNotRecorded)
 	require.True(t, ran(hookRan))
-	require.Equal(t, StateStarted, out.Record.Steps["first"].State)
+	require.False(t, ran(secondRan))
+	require.Equal(t, StateOK, out.Record.Steps["first"].State, "the record given back holds the outcome")
+	require.Equal(t, []string{"started/0"}, s.states("first"), "what was saved")
+
+	// The next call, given that record, skips the hook and saves it ok.
+	require.NoError(t, os.Remove(hookRan))
+	out = r.Launch(context.Background(), []*Hook{h, second}, testInstance(), out.Record, s.save)
+
+	require.True(t, out.OK, "%v", out.Err)
+	require.False(t, ran(hookRan), "the hook did not run a second time")
+	require.True(t, ran(secondRan))
+	require.Equal(t, []string{"started/0", "ok/0", "ok/0"}, s.states("first"))
 }
 
-func TestCancelledContextLeavesTheStepStartedAndAResumedExecIsNotRunAgain(t *testing.T) {
+func TestAResumedExecWhosePluginDiedIsNotRunAgain(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "runs")
-	h := execHook("slow", "echo run >> '"+marker+"'; sleep 10")
+	h := execHook("slow", "echo run >> '"+marker+"'")
 	r, _ := newTestRunner(t, nil)
 	s := &memSaver{}
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(200*time.Millisecond, cancel)
+	require.NoError(t, os.WriteFile(marker, []byte("run\n"), 0o600)) // the run of the process that died
 
-	out := r.Launch(ctx, []*Hook{h}, testInstance(), Record{}, s.save)
-
-	require.False(t, out.OK)
-	require.True(t, errors.Is(out.Err, context.Canceled), "%v", out.Err)
-	require.ErrorContains(t, out.Err, "hook slow (exec) was interrupted (context canceled): its step stays started and the next run resumes it")
-	require.Equal(t, StateStarted, out.Record.Steps["slow"].State)
-	require.Equal(t, []string{"started/0"}, s.states("slow"), "failed is not saved")
-
-	out = r.Launch(context.Background(), []*Hook{h}, testInstance(), out.Record, s.save)
+	// The process that ran the command died (kill -9): its step is started.
+	rec := Record{Steps: map[string]Step{"slow": {State: StateStarted, At: time.Now().UTC().Truncate(time.Second)}}}
+	out := r.Launch(context.Background(), []*Hook{h}, testInstance(), rec, s.save)
 
 	require.False(t, out.OK)
 	require.ErrorContains(t, out.Err, "hook slow (exec): the plugin restarted while the command ran; its outcome is unknown, so it is not run a second time")

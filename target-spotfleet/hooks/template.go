@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Template expressions. A value of a hook setting may contain {{name}}
@@ -197,4 +198,106 @@ func renderMap(setting string, m map[string]string, f facts) (map[string]string,
 		out[k] = v
 	}
 	return out, nil
+}
+
+// limitOperators are the characters of Ansible host patterns that a limit
+// may not contain, besides whitespace: separators of several patterns (','
+// and ':'), exclusion, intersection, wildcards, ranges and regular
+// expressions. Each would make the limit more than one host.
+const limitOperators = ",:!&*?[]~"
+
+// limitOperatorsShown is what the errors about limits show as refused.
+const limitOperatorsShown = ", : ! & * ? [ ] ~ or whitespace"
+
+// limitInstanceExprs is what the errors about limits show as the
+// expressions that name the instance.
+const limitInstanceExprs = "{{instance_id}}, {{private_ip}}, {{private_dns_name}}, {{node_id}}, {{node_name}} or {{node.meta.<key>}}"
+
+// limitOperator returns the first character of s that a single host may
+// not contain.
+func limitOperator(s string) (rune, bool) {
+	for _, c := range s {
+		if unicode.IsSpace(c) || strings.ContainsRune(limitOperators, c) {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+// describeRune names a character for an error message.
+func describeRune(c rune) string {
+	switch {
+	case c == ' ':
+		return "a space"
+	case unicode.IsSpace(c):
+		return "whitespace " + strconv.QuoteRune(c)
+	}
+	return strconv.QuoteRune(c)
+}
+
+// perInstance reports whether expr names one instance (so that a limit
+// holding it is about that instance only).
+func perInstance(expr string) bool {
+	switch expr {
+	case exprInstanceID, exprPrivateIP, exprPrivateDNS, exprNodeID, exprNodeName:
+		return true
+	}
+	return strings.HasPrefix(expr, exprNodeMetaPrefix)
+}
+
+// checkLimit checks the template of a limit as configured: at least one
+// expression about the instance, and literal text without host-pattern
+// operators. It returns every problem.
+func (t template) checkLimit() []string {
+	var problems []string
+	named := false
+	for _, p := range t {
+		if p.expr != "" {
+			named = named || perInstance(p.expr)
+			continue
+		}
+		if c, bad := limitOperator(p.lit); bad {
+			problems = append(problems, fmt.Sprintf("whose text has %s, an Ansible host-pattern operator or separator: want a single AWX host, without %s, such as %s (a pattern would run the job against more hosts than the instance)",
+				describeRune(c), limitOperatorsShown, defaultLimit))
+		}
+	}
+	if !named {
+		problems = append(problems, fmt.Sprintf("which names no instance: want a single AWX host written with at least one of %s, such as %s (a limit without one, such as all or a group, runs the job of every instance against the same hosts)",
+			limitInstanceExprs, defaultLimit))
+	}
+	return problems
+}
+
+// renderLimit renders the limit of an awx or awx_callback hook and makes
+// sure it is a single host: not empty, and no value of its expressions (nor
+// its text) holds a host-pattern operator. Errors name the setting, the
+// value that was wrong and what is accepted.
+func renderLimit(setting, value string, f facts) (string, error) {
+	t, err := parseTemplate(value)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", setting, err)
+	}
+	var b strings.Builder
+	for _, p := range t {
+		if p.expr == "" {
+			if c, bad := limitOperator(p.lit); bad {
+				return "", fmt.Errorf("%s is %s, whose text has %s: a limit must be a single AWX host, without %s", setting, shown(value), describeRune(c), limitOperatorsShown)
+			}
+			b.WriteString(p.lit)
+			continue
+		}
+		v, why := f.value(p.expr)
+		if v == "" {
+			return "", fmt.Errorf("%s: {{%s}} is empty: %s", setting, p.expr, why)
+		}
+		if c, bad := limitOperator(v); bad {
+			return "", fmt.Errorf("%s is %s, whose {{%s}} is %s, which has %s: the limit must render to a single AWX host, without %s (else the job would run against more hosts than the instance)",
+				setting, shown(value), p.expr, shown(v), describeRune(c), limitOperatorsShown)
+		}
+		b.WriteString(v)
+	}
+	if b.Len() == 0 {
+		return "", fmt.Errorf("%s is %s, which renders empty: the limit must render to a single AWX host (an empty limit would run the job against the whole inventory)", setting, shown(value))
+	}
+	return b.String(), nil
 }

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,35 @@ func newRedactor(secrets ...[]string) redactor {
 	}
 	sort.Slice(r, func(i, j int) bool { return len(r[i]) > len(r[j]) })
 	return r
+}
+
+// secretEnvWords mark an environment variable of the plugin whose value is
+// a secret (AWS_SECRET_ACCESS_KEY, NOMAD_TOKEN, VAULT_TOKEN, ...), compared
+// case-insensitively with its name.
+var secretEnvWords = []string{"SECRET", "TOKEN", "PASSWORD", "KEY", "CREDENTIAL"}
+
+// minEnvSecretLen is the shortest value of such a variable that is
+// redacted: shorter ones ("1", "true") would hide ordinary words.
+const minEnvSecretLen = 6
+
+// envSecrets returns the values of the plugin process's environment
+// variables whose names contain one of secretEnvWords, read now.
+func envSecrets() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || len(value) < minEnvSecretLen {
+			continue
+		}
+		upper := strings.ToUpper(name)
+		for _, w := range secretEnvWords {
+			if strings.Contains(upper, w) {
+				out = append(out, value)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // apply returns s with every secret replaced by "[redacted]".

@@ -421,10 +421,58 @@ func parsePolicyConfigWith(cfg map[string]string, agent *hooks.Agent) (*policyCo
 	}
 	if p.Hooks, err = hooks.ParsePolicy(cfg, agent); err != nil {
 		bad("%v", err)
+	} else {
+		for _, problem := range hookConflicts(p) {
+			bad("%s", problem)
+		}
 	}
 
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("invalid target config: %s", strings.Join(errs, "; "))
 	}
 	return p, nil
+}
+
+// hookConflicts returns what the hooks may not do to this plugin: set the
+// meta keys the plugin owns (the gate, its admission time, the key the
+// instance id is read from), which would admit a node before its other hooks
+// ran; or read node meta in a terminate hook (a terminate hook resumed after
+// a restart no longer has the node's meta).
+func hookConflicts(p *policyConfig) []string {
+	owned := map[string]string{
+		p.Gate.MetaKey():       configKeyAdmissionKey,
+		p.Gate.AdmittedAtKey(): configKeyAdmissionKey + " (its admission time)",
+	}
+	if k, ok := strings.CutPrefix(p.IDLookup.String(), "meta."); ok {
+		owned[k] = configKeyNodeIDAttribute
+	}
+	var out []string
+	for _, h := range p.Hooks.Launch {
+		keys := make([]string, 0, len(h.Meta))
+		for k := range h.Meta {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if by, ok := owned[k]; ok {
+				out = append(out, fmt.Sprintf("invalid hook_%s_meta: key %q is the plugin's own (%s): a hook that set it would admit the node, or change its instance id, before the other hooks ran; choose another key", h.Name, k, by))
+			}
+		}
+	}
+	for _, h := range p.Hooks.Terminate {
+		texts := append([]string{h.Limit}, h.Command...)
+		for _, v := range h.ExtraVars {
+			texts = append(texts, v)
+		}
+		for _, v := range h.Env {
+			texts = append(texts, v)
+		}
+		for _, v := range texts {
+			if strings.Contains(v, "node.meta.") {
+				out = append(out, fmt.Sprintf("invalid terminate hook %s: it reads node meta ({{node.meta.<key>}}), which a terminate hook resumed after a restart no longer has; use the instance's id, address or node id", h.Name))
+				break
+			}
+		}
+	}
+	return out
 }

@@ -586,8 +586,9 @@ func (t *TargetPlugin) forgetHeldUnit(ctx context.Context, log hclog.Logger, cfg
 	wasHeld := false
 	for _, m := range last.members(cfg) {
 		if m.inst.ID == instanceID {
-			wasHeld = !m.marked && !m.leaving && !m.unknown && !m.notJoined && m.node != nil &&
-				m.phase != nomadnode.PhaseReady && m.phase != nomadnode.PhaseJoining
+			// Capacity that was coming (joining, admitting, replaced
+			// after a failed hook) is not held: EC2 refills it.
+			wasHeld = !m.marked && !m.leaving && !m.unknown && !m.notJoined && m.node != nil && !m.serves()
 		}
 	}
 	if !wasHeld {

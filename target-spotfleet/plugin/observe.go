@@ -143,9 +143,16 @@ func (t *TargetPlugin) observe(ctx context.Context, cfg *policyConfig, fs *fleet
 		fs.mu.Lock()
 		fs.eventKnown, fs.restoredEvent = true, w.lastEvent
 		fs.mu.Unlock()
-		if !cfg.DryRun {
-			t.resumeFarewells(t.logger.With("spot_fleet_request_id", cfg.FleetID), cfg, fs, tags)
+	}
+	if !cfg.DryRun && fs.claimResume() {
+		// Terminate hooks an earlier process recorded: read once per
+		// process, at its first observation that is not a dry-run.
+		tags, err := t.fleet.Tags(ctx, cfg.FleetID)
+		if err != nil {
+			fs.unclaimResume()
+			return nil, err
 		}
+		t.resumeFarewells(ctx, t.logger.With("spot_fleet_request_id", cfg.FleetID), cfg, fs, tags)
 	}
 	fs.mu.Lock()
 	fs.last = w
@@ -262,8 +269,29 @@ func (w *world) mayHaveNode(in fleet.Instance) bool {
 // terminate) is not refused: the maintain fleet replaces it, so it counts as
 // capacity that is coming, like an instance that never joined.
 func (m member) refused() bool {
-	v, failed := m.inst.Tags[tagHookFailed]
-	return (failed && !strings.HasPrefix(v, hooks.FailTerminate+" ")) || m.phase == nomadnode.PhaseRefused
+	// A kept node an operator admitted by hand serves like any other.
+	return (m.hookFailed() && !m.replacing() && m.phase != nomadnode.PhaseReady) || m.phase == nomadnode.PhaseRefused
+}
+
+func (m member) hookFailed() bool {
+	_, failed := m.inst.Tags[tagHookFailed]
+	return failed
+}
+
+// replacing reports whether the instance is being removed after a failed
+// launch hook (on_failure terminate) with the target unchanged: the maintain
+// fleet replaces it, so whatever its node's phase (draining what system jobs
+// put there, say) it stands for capacity that is coming.
+func (m member) replacing() bool {
+	return strings.HasPrefix(m.inst.Tags[tagHookFailed], hooks.FailTerminate+" ")
+}
+
+// serves reports whether the member serves or is about to (see serving).
+func (m member) serves() bool {
+	if m.marked || m.leaving || m.unknown || m.refused() {
+		return false
+	}
+	return m.replacing() || m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining || m.phase == nomadnode.PhaseAdmitting
 }
 
 // serving counts the instances that serve or are about to: not chosen by a
@@ -275,8 +303,7 @@ func (m member) refused() bool {
 func serving(ms []member) int {
 	n := 0
 	for _, m := range ms {
-		if !m.marked && !m.leaving && !m.unknown && !m.refused() &&
-			(m.notJoined || m.phase == nomadnode.PhaseReady || m.phase == nomadnode.PhaseJoining || m.phase == nomadnode.PhaseAdmitting) {
+		if m.serves() {
 			n++
 		}
 	}

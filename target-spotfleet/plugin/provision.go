@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
@@ -63,10 +64,133 @@ type provisionState struct {
 	// has started; farewellFailures the recent failures, for the status.
 	farewells        map[string]bool
 	farewellFailures map[string]farewellFailure
+	pendingFarewells map[string]pendingFarewell
+	// farewellsResumed says the fleet request's farewell records have been
+	// read by this process.
+	farewellsResumed bool
 	// removalNext and removalPause space the attempts to remove an
 	// instance whose launch hook failed (EC2 or Nomad may keep refusing).
 	removalNext  map[string]time.Time
 	removalPause map[string]time.Duration
+	// records holds launch records that could not be written to their
+	// instance yet; configErrs the configuration errors that hold nodes
+	// back; retryAt/retryPause space the attempts after either; hooksDone
+	// is when an instance's launch hooks ended (its admission deadline
+	// runs from it).
+	records    map[string]hooks.Record
+	configErrs map[string]string
+	retryAt    map[string]time.Time
+	retryPause map[string]time.Duration
+	hooksDone  map[string]time.Time
+}
+
+// Bounds of the pause before a launch pipeline is tried again after a
+// configuration error or a record that could not be written.
+const (
+	hookRetryMin = 5 * time.Second
+	hookRetryMax = 5 * time.Minute
+)
+
+func (fs *fleetState) provInit() {
+	if fs.prov.records == nil {
+		fs.prov.records, fs.prov.configErrs = map[string]hooks.Record{}, map[string]string{}
+		fs.prov.retryAt, fs.prov.retryPause = map[string]time.Time{}, map[string]time.Duration{}
+		fs.prov.hooksDone = map[string]time.Time{}
+	}
+}
+
+func (fs *fleetState) memRecord(id string) (hooks.Record, bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	r, ok := fs.prov.records[id]
+	return r, ok
+}
+
+func (fs *fleetState) keepMemRecord(id string, r hooks.Record) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	fs.prov.records[id] = r
+}
+
+func (fs *fleetState) dropMemRecord(id string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	delete(fs.prov.records, id)
+}
+
+// retryLater holds the instance's pipeline back for a growing pause and
+// returns it.
+func (fs *fleetState) retryLater(id string, now time.Time) time.Duration {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	pause := min(max(2*fs.prov.retryPause[id], hookRetryMin), hookRetryMax)
+	fs.prov.retryPause[id], fs.prov.retryAt[id] = pause, now.Add(pause)
+	return pause
+}
+
+// mayTry reports whether the instance's pipeline may start now.
+func (fs *fleetState) mayTry(id string, now time.Time) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	return !now.Before(fs.prov.retryAt[id])
+}
+
+// noteConfigError records the error; it reports whether it is new or changed.
+func (fs *fleetState) noteConfigError(id, what string, _ time.Time) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	changed := fs.prov.configErrs[id] != what
+	fs.prov.configErrs[id] = what
+	return changed
+}
+
+func (fs *fleetState) clearConfigError(id string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	delete(fs.prov.configErrs, id)
+}
+
+func (fs *fleetState) configErrors() map[string]string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	out := make(map[string]string, len(fs.prov.configErrs))
+	for k, v := range fs.prov.configErrs {
+		out[k] = v
+	}
+	return out
+}
+
+// hooksDoneAt returns when the instance's launch hooks first ended OK in
+// this process (now, the first time).
+func (fs *fleetState) hooksDoneAt(id string, now time.Time) time.Time {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	if at, ok := fs.prov.hooksDone[id]; ok {
+		return at
+	}
+	fs.prov.hooksDone[id] = now
+	return now
+}
+
+// forgetAttempts drops what the pipelines kept about an admitted instance.
+func (fs *fleetState) forgetAttempts(id string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	delete(fs.prov.records, id)
+	delete(fs.prov.configErrs, id)
+	delete(fs.prov.retryAt, id)
+	delete(fs.prov.retryPause, id)
+	delete(fs.prov.hooksDone, id)
 }
 
 // Bounds of the pause between attempts to remove an instance whose launch
@@ -171,7 +295,11 @@ func (t *TargetPlugin) hookRunner() *hooks.Runner {
 func (t *TargetPlugin) provision(ctx context.Context) {
 	for _, fs := range t.managed() {
 		cfg := fs.config()
-		if cfg == nil || cfg.DryRun || !fs.provisionDue(t.now()) {
+		if cfg == nil || cfg.DryRun {
+			continue
+		}
+		t.retryFarewells(fs)
+		if !fs.provisionDue(t.now()) {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -250,7 +378,9 @@ func (t *TargetPlugin) provisionFleet(ctx, bg context.Context, cfg *policyConfig
 			continue
 		}
 		busy = true
-		t.startLaunch(bg, log, cfg, fs, in, n)
+		if fs.mayTry(in.ID, t.now()) {
+			t.startLaunch(bg, log, cfg, fs, in, n)
+		}
 	}
 	return busy, nil
 }
@@ -271,7 +401,7 @@ func (fs *fleetState) warnUngated(nodeID string) bool {
 
 // hookInstance is what the hooks know about an instance and its node.
 func hookInstance(fleetID string, in fleet.Instance, n *nomadnode.Node) hooks.Instance {
-	h := hooks.Instance{ID: in.ID, Type: in.Type, Zone: in.Zone, PrivateIP: in.PrivateIP, PrivateDNS: in.PrivateDNS, FleetID: fleetID}
+	h := hooks.Instance{ID: in.ID, Type: in.Type, Zone: in.Zone, PrivateIP: in.PrivateIP, PrivateDNS: in.PrivateDNS, FleetID: fleetID, LaunchTime: in.LaunchTime}
 	if n != nil {
 		h.NodeID, h.NodeName, h.NodeMeta = n.ID, n.Name, n.Meta
 	}
@@ -299,44 +429,120 @@ func (t *TargetPlugin) startLaunch(bg context.Context, log hclog.Logger, cfg *po
 // the failed hook's failure policy.
 func (t *TargetPlugin) launch(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, p *provisioning, in fleet.Instance, n nomadnode.Node) {
 	start := t.now()
-	rec, err := hooks.ParseRecord(in.Tags[tagLaunchHooks])
-	if err != nil {
-		// Never run a hook again on a guess: a record that cannot be read
-		// is a failure of the pipeline.
-		t.hookFailed(ctx, log, cfg, fs, p, in, n, firstHook(cfg.Hooks.Launch), fmt.Errorf("the progress recorded in tag %s cannot be read (%v): not running hooks on a guess", tagLaunchHooks, err))
-		return
-	}
-	if len(cfg.Hooks.Launch) > 0 && !rec.Done(cfg.Hooks.Launch) {
-		fs.setStep(p, "running launch hooks "+cfg.Hooks.String())
-		log.Info("node registered: running its launch hooks", "launch_hooks", hookNames(cfg.Hooks.Launch), "resumed", len(rec.Steps) > 0)
-	}
 	save := func(ctx context.Context, r hooks.Record) error {
 		return t.fleet.Tag(ctx, []string{in.ID}, map[string]string{tagLaunchHooks: r.String()})
 	}
-	out := t.hookRunner().Launch(ctx, cfg.Hooks.Launch, hookInstance(cfg.FleetID, in, &n), rec, save)
-	if ctx.Err() != nil || errors.Is(out.Err, context.Canceled) {
+	rec, inMemory := fs.memRecord(in.ID)
+	if inMemory {
+		// An earlier attempt could not record its progress: record it now
+		// (the hooks it lists as done are not run again either way).
+		if err := save(ctx, rec); err == nil {
+			fs.dropMemRecord(in.ID)
+		}
+	} else {
+		var err error
+		if rec, err = hooks.ParseRecord(in.Tags[tagLaunchHooks]); err != nil {
+			// Never run a hook again on a guess: a record that cannot be
+			// read is a failure of the pipeline.
+			t.hookFailed(ctx, log, cfg, fs, p, in, n, lastHook(cfg.Hooks.Launch), fmt.Errorf("the progress recorded in tag %s cannot be read (%v): not running hooks on a guess", tagLaunchHooks, err))
+			return
+		}
+	}
+	if len(cfg.Hooks.Launch) > 0 && !rec.Done(cfg.Hooks.Launch) {
+		fs.setStep(p, "running launch hooks "+hookNames(cfg.Hooks.Launch))
+		log.Info("node registered: running its launch hooks", "launch_hooks", hookNames(cfg.Hooks.Launch), "resumed", len(rec.Steps) > 0)
+	}
+	h := hookInstance(cfg.FleetID, in, &n)
+	out := t.hookRunner().Launch(ctx, cfg.Hooks.Launch, h, rec, save)
+	switch {
+	case ctx.Err() != nil || errors.Is(out.Err, context.Canceled):
 		log.Info("launch pipeline stopped (the plugin stops, or the instance leaves); its progress is recorded and resumed by the next scan", "error", out.Err)
 		return
-	}
-	if !out.OK {
+	case errors.Is(out.Err, hooks.ErrNotRecorded):
+		// Not the hook's failure: EC2 refused the tag write. What ran is
+		// kept here, so nothing runs twice; the record is written later.
+		fs.keepMemRecord(in.ID, out.Record)
+		pause := fs.retryLater(in.ID, t.now())
+		log.Warn("could not record the progress of the launch hooks on the instance; retried later (no hook runs twice)", "in", pause.String(), "error", out.Err)
+		return
+	case !out.OK && hooks.IsConfigError(out.Err):
+		t.configError(log, fs, in.ID, hookName(out.Hook), out.Err)
+		return
+	case !out.OK:
 		t.hookFailed(ctx, log, cfg, fs, p, in, n, out.Hook, out.Err)
 		return
 	}
+	fs.clearConfigError(in.ID)
 	hooksDone := t.now()
+	since := fs.hooksDoneAt(in.ID, hooksDone)
 	fs.setStep(p, "admitting")
 	if err := t.admit(ctx, log, cfg, n.ID); err != nil {
-		log.Warn("launch hooks succeeded but the node could not be admitted; retried at the next scan", "error", err)
+		switch {
+		case ctx.Err() != nil:
+		case nomadRefused(err):
+			t.configError(log, fs, in.ID, "admission", fmt.Errorf("Nomad refused the dynamic node metadata (the agent's Nomad token needs node:write): %w", err))
+		case t.now().Sub(since) >= cfg.JoinTimeout:
+			t.hookFailed(ctx, log, cfg, fs, p, in, n, admissionHook(cfg),
+				fmt.Errorf("the node was not admitted within %s=%s after its launch hooks succeeded: %w", configKeyJoinTimeout, cfg.JoinTimeout, err))
+		default:
+			log.Warn("launch hooks succeeded but the node could not be admitted yet; retried at the next scan", "error", err,
+				"gives_up_in", (cfg.JoinTimeout - t.now().Sub(since)).Round(time.Second).String())
+		}
 		return
 	}
+	fs.forgetAttempts(in.ID)
 	log.Info("node admitted: it takes work now", "launch_hooks", hookNames(cfg.Hooks.Launch),
 		"hooks_took", hooksDone.Sub(start).Round(time.Millisecond).String(),
 		"admission_took", t.now().Sub(hooksDone).Round(time.Millisecond).String(),
-		"registered_to_admitted", t.now().Sub(start).Round(time.Millisecond).String())
+		"pipeline_to_admitted", t.now().Sub(start).Round(time.Millisecond).String())
 }
 
-func firstHook(hs []*hooks.Hook) *hooks.Hook {
+// configError reports a hook that cannot run because of the configuration
+// or a service that refuses the plugin (AWX refuses the token, a template is
+// missing, Nomad refuses the metadata): nothing about the instance is wrong,
+// so no failure policy applies (terminating instances would only churn them
+// while every replacement meets the same refusal). The node waits
+// un-admitted, the status reports it, and the hook is tried again with a
+// growing pause.
+func (t *TargetPlugin) configError(log hclog.Logger, fs *fleetState, instanceID, hook string, err error) {
+	pause := fs.retryLater(instanceID, t.now())
+	if fs.noteConfigError(instanceID, fmt.Sprintf("%s: %v", hook, err), t.now()) {
+		log.Error("launch hook cannot run: a configuration or credentials problem, not the instance's; the node waits un-admitted and no instance is terminated for it; fix the setting the error names",
+			"hook", hook, "error", err, "retry_in", pause.String())
+	} else {
+		log.Debug("launch hook still refused", "hook", hook, "error", err, "retry_in", pause.String())
+	}
+}
+
+func hookName(h *hooks.Hook) string {
+	if h == nil {
+		return "?"
+	}
+	return h.Name
+}
+
+// admissionHook stands for the admission step in a failure: it takes the
+// failure policy of the last launch hook (terminate without hooks).
+func admissionHook(cfg *policyConfig) *hooks.Hook {
+	h := &hooks.Hook{Name: "admission", OnFailure: hooks.FailTerminate}
+	if l := lastHook(cfg.Hooks.Launch); len(cfg.Hooks.Launch) > 0 {
+		h.OnFailure = l.OnFailure
+	}
+	return h
+}
+
+// nomadRefused reports whether Nomad refused a call for lack of rights.
+func nomadRefused(err error) bool {
+	var coded interface{ StatusCode() int }
+	if errors.As(err, &coded) {
+		return coded.StatusCode() == http.StatusUnauthorized || coded.StatusCode() == http.StatusForbidden
+	}
+	return false
+}
+
+func lastHook(hs []*hooks.Hook) *hooks.Hook {
 	if len(hs) > 0 {
-		return hs[0]
+		return hs[len(hs)-1]
 	}
 	return &hooks.Hook{Name: "pipeline", OnFailure: hooks.FailKeep}
 }
@@ -471,10 +677,29 @@ func (t *TargetPlugin) removeRefused(ctx context.Context, log hclog.Logger, cfg 
 			}
 		}
 	}
-	t.farewell(ctx, log, cfg, fs, in, n)
-	if err := t.fleet.Terminate(ctx, []string{in.ID})[in.ID]; err != nil {
-		log.Warn("could not terminate the instance whose launch hook failed; retried at the next scan", "error", err)
+	// The world may have changed while it drained: terminate only an
+	// instance that still runs and that nothing else is removing.
+	found, err := t.fleet.DescribeInstances(ctx, []string{in.ID})
+	if err != nil {
+		log.Warn("could not read the instance whose launch hook failed before terminating it; retried later", "error", err)
 		return
+	}
+	if len(found) != 1 || !found[0].Running() {
+		return // gone already
+	}
+	if fs.leaving(in.ID) || fs.isInFlight(in.ID) {
+		return
+	}
+	fs.setInFlight([]string{in.ID}, true)
+	defer fs.setInFlight([]string{in.ID}, false)
+	job := t.claimFarewell(ctx, log, cfg, fs, in, n)
+	if err := t.fleet.Terminate(ctx, []string{in.ID})[in.ID]; err != nil {
+		t.dropFarewell(ctx, log, fs, job)
+		log.Warn("could not terminate the instance whose launch hook failed; retried later", "error", err)
+		return
+	}
+	if job != nil {
+		t.runFarewell(log, cfg, fs, job)
 	}
 	if cfg.Purge && n != nil {
 		fs.queuePurge(n.ID, in.ID)
@@ -487,7 +712,11 @@ func truncateTag(s string) string {
 	if len(s) <= 256 {
 		return s
 	}
-	return s[:253] + "..."
+	cut := 253
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut-- // never split a character: EC2 refuses invalid UTF-8
+	}
+	return s[:cut] + "..."
 }
 
 // hookStatus describes the fleet's provisioning for the status meta: the
@@ -496,10 +725,15 @@ func truncateTag(s string) string {
 // are configured.
 func hookStatus(cfg *policyConfig, fs *fleetState, ms []member, now time.Time) (admitting, failed, ungated []string) {
 	running := fs.provisioningNow(now)
+	configErrs := fs.configErrors()
 	for _, m := range ms {
 		id := m.inst.ID
 		if v, ok := m.inst.Tags[tagHookFailed]; ok {
 			failed = append(failed, id+": "+v)
+			continue
+		}
+		if v, ok := configErrs[id]; ok && m.phase == nomadnode.PhaseAdmitting {
+			failed = append(failed, id+": waiting, configuration error (retried; no failure policy applies): "+v)
 			continue
 		}
 		switch {
@@ -519,205 +753,6 @@ func hookStatus(cfg *policyConfig, fs *fleetState, ms []member, now time.Time) (
 	sort.Strings(failed)
 	sort.Strings(ungated)
 	return admitting, failed, ungated
-}
-
-// farewellTagPrefix starts the tags on the fleet request that record the
-// terminate hooks of an instance that leaves: the instance's details and the
-// hooks' progress, so that a restarted plugin finishes them (the instance
-// itself may be gone, and its tags with it).
-const farewellTagPrefix = "nomad-autoscaler:farewell:"
-
-// farewellFailureAge is how long a failed terminate hook stays in the status.
-const farewellFailureAge = time.Hour
-
-// needsFarewell reports whether the instance's terminate hooks must run: some
-// are configured and the instance had a node or ran a launch hook (an
-// instance that never joined left nothing to undo).
-func needsFarewell(cfg *policyConfig, in fleet.Instance, n *nomadnode.Node) bool {
-	if len(cfg.Hooks.Terminate) == 0 {
-		return false
-	}
-	_, ran := in.Tags[tagLaunchHooks]
-	return n != nil || ran
-}
-
-// encodeFarewell writes the instance's details and the hooks' record in at
-// most 256 characters (the node name, then the DNS name, are left out when
-// they do not fit).
-func encodeFarewell(h hooks.Instance, rec hooks.Record) string {
-	q := func(s string) string { return url.QueryEscape(s) }
-	fields := []string{"t=" + q(h.Type), "z=" + q(h.Zone), "ip=" + q(h.PrivateIP), "n=" + q(h.NodeID), "r=" + q(rec.String())}
-	for _, extra := range [][]string{{"dns=" + q(h.PrivateDNS), "nn=" + q(h.NodeName)}, {"dns=" + q(h.PrivateDNS)}, nil} {
-		v := strings.Join(append(append([]string{}, fields...), extra...), " ")
-		if len(v) <= 256 {
-			return v
-		}
-	}
-	return truncateTag(strings.Join(fields, " "))
-}
-
-// decodeFarewell reads what encodeFarewell wrote.
-func decodeFarewell(instanceID, fleetID, v string) (hooks.Instance, hooks.Record, error) {
-	h := hooks.Instance{ID: instanceID, FleetID: fleetID}
-	var rec hooks.Record
-	for _, f := range strings.Fields(v) {
-		k, raw, _ := strings.Cut(f, "=")
-		val, err := url.QueryUnescape(raw)
-		if err != nil {
-			return h, rec, fmt.Errorf("field %s: %w", k, err)
-		}
-		switch k {
-		case "t":
-			h.Type = val
-		case "z":
-			h.Zone = val
-		case "ip":
-			h.PrivateIP = val
-		case "dns":
-			h.PrivateDNS = val
-		case "n":
-			h.NodeID = val
-		case "nn":
-			h.NodeName = val
-		case "r":
-			if rec, err = hooks.ParseRecord(val); err != nil {
-				return h, rec, err
-			}
-		}
-	}
-	return h, rec, nil
-}
-
-// startFarewellOnce claims the instance's terminate hooks for this process.
-func (fs *fleetState) startFarewellOnce(id string) bool {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.prov.farewells == nil {
-		fs.prov.farewells = map[string]bool{}
-	}
-	if fs.prov.farewells[id] {
-		return false
-	}
-	fs.prov.farewells[id] = true
-	return true
-}
-
-func (fs *fleetState) farewellFailed(id, why string, at time.Time) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.prov.farewellFailures == nil {
-		fs.prov.farewellFailures = map[string]farewellFailure{}
-	}
-	fs.prov.farewellFailures[id] = farewellFailure{why: why, at: at}
-}
-
-// recentFarewellFailures lists the terminate hooks that failed within
-// farewellFailureAge.
-func (fs *fleetState) recentFarewellFailures(now time.Time) []string {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	var out []string
-	for id, f := range fs.prov.farewellFailures {
-		if now.Sub(f.at) > farewellFailureAge {
-			delete(fs.prov.farewellFailures, id)
-			continue
-		}
-		out = append(out, fmt.Sprintf("%s: %s (%s ago)", id, f.why, now.Sub(f.at).Round(time.Second)))
-	}
-	sort.Strings(out)
-	return out
-}
-
-type farewellFailure struct {
-	why string
-	at  time.Time
-}
-
-// farewell records and starts the terminate hooks of an instance that is
-// going now (an interruption, a removal this plugin has just made). It
-// returns at once; the hooks run in the background.
-func (t *TargetPlugin) farewell(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, in fleet.Instance, n *nomadnode.Node) {
-	if !needsFarewell(cfg, in, n) || !fs.startFarewellOnce(in.ID) {
-		return
-	}
-	h := hookInstance(cfg.FleetID, in, n)
-	if err := t.fleet.Tag(ctx, []string{fs.id}, map[string]string{farewellTagPrefix + in.ID: encodeFarewell(h, hooks.Record{})}); err != nil {
-		log.Warn("could not record the terminate hooks on the fleet request (they run now; a restart before they end would not resume them)", "instance_id", in.ID, "error", err)
-	}
-	t.runFarewell(log, cfg, fs, h, hooks.Record{})
-}
-
-// farewellOf starts the terminate hooks of a fleet instance known by id
-// only (an interruption): its details come from the last observation or EC2.
-func (t *TargetPlugin) farewellOf(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, id string) {
-	if len(cfg.Hooks.Terminate) == 0 {
-		return
-	}
-	in, _ := t.instanceInfo(ctx, fs, id)
-	n, err := t.nodeOf(ctx, cfg, id)
-	if err != nil {
-		n = nil
-	}
-	t.farewell(ctx, log, cfg, fs, in, n)
-}
-
-// runFarewell runs the terminate hooks of one instance in the background
-// (the caller has claimed them with startFarewellOnce) and removes their record from the fleet request when
-// they have ended (failures are logged and shown in the status; they never
-// stop a removal).
-func (t *TargetPlugin) runFarewell(log hclog.Logger, cfg *policyConfig, fs *fleetState, h hooks.Instance, rec hooks.Record) {
-	log = log.With("instance_id", h.ID, "node_id", h.NodeID)
-	t.pipelines.Add(1)
-	go func() {
-		defer t.pipelines.Done()
-		ctx, cancel := context.WithCancel(t.background())
-		defer cancel()
-		key := farewellTagPrefix + h.ID
-		save := func(ctx context.Context, r hooks.Record) error {
-			return t.fleet.Tag(ctx, []string{fs.id}, map[string]string{key: encodeFarewell(h, r)})
-		}
-		log.Info("instance leaves: running its terminate hooks", "terminate_hooks", hookNames(cfg.Hooks.Terminate))
-		out := t.hookRunner().Terminate(ctx, cfg.Hooks.Terminate, h, rec, save)
-		if ctx.Err() != nil {
-			log.Info("terminate hooks stopped with the plugin; the next process resumes them", "error", out.Err)
-			return
-		}
-		if !out.OK {
-			name := "?"
-			if out.Hook != nil {
-				name = out.Hook.Name
-			}
-			fs.farewellFailed(h.ID, fmt.Sprintf("terminate hook %s failed: %v", name, out.Err), t.now())
-			log.Warn("terminate hook failed: the instance is gone anyway; clean up by hand what the hook would have (for example the AWX inventory host)", "hook", name, "why", out.Err)
-		} else {
-			log.Info("terminate hooks done", "terminate_hooks", hookNames(cfg.Hooks.Terminate))
-		}
-		uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
-		defer ucancel()
-		if err := t.fleet.Untag(uctx, []string{fs.id}, key); err != nil {
-			log.Warn("could not remove the record of the finished terminate hooks from the fleet request", "error", err)
-		}
-	}()
-}
-
-// resumeFarewells starts the terminate hooks recorded on the fleet request
-// by an earlier process.
-func (t *TargetPlugin) resumeFarewells(log hclog.Logger, cfg *policyConfig, fs *fleetState, tags map[string]string) {
-	for k, v := range tags {
-		id, ok := strings.CutPrefix(k, farewellTagPrefix)
-		if !ok {
-			continue
-		}
-		h, rec, err := decodeFarewell(id, cfg.FleetID, v)
-		if err != nil {
-			log.Warn("cannot read the recorded terminate hooks of an instance; not running them on a guess", "instance_id", id, "tag", k, "error", err)
-			continue
-		}
-		if len(cfg.Hooks.Terminate) == 0 || !fs.startFarewellOnce(id) {
-			continue
-		}
-		t.runFarewell(log, cfg, fs, h, rec)
-	}
 }
 
 // background is the context the plugin's background work runs under.

@@ -108,22 +108,29 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 // or one still initializing, after node_join_timeout): they run nothing, and
 // the maintain fleet replaces them. A failure is logged.
 func (t *TargetPlugin) replaceBroken(ctx context.Context, log hclog.Logger, cfg *policyConfig, w *world) {
+	fs := t.state(cfg.FleetID)
 	var ids []string
+	jobs := map[string]*farewellJob{}
 	for _, m := range w.members(cfg) {
-		if m.notJoined && !m.marked && !m.leaving && !t.hasWork(ctx, cfg, m) {
+		if m.notJoined && !m.marked && !m.leaving && !fs.isInFlight(m.inst.ID) && !t.hasWork(ctx, cfg, m) {
 			ids = append(ids, m.inst.ID)
+			fs.stopProvisioning(m.inst.ID) // its hooks would run against a gone host
+			jobs[m.inst.ID] = t.claimFarewell(ctx, log, cfg, fs, m.inst, m.node)
 		}
 	}
 	if len(ids) == 0 {
 		return
 	}
+	fs.setInFlight(ids, true)
+	defer fs.setInFlight(ids, false)
 	for id, err := range t.fleet.Terminate(ctx, ids) {
 		if err != nil {
 			log.Error("could not terminate an instance that never joined Nomad", "instance_id", id, "error", err)
+			t.dropFarewell(ctx, log, fs, jobs[id])
 			continue
 		}
-		if in, ok := t.instanceInfo(ctx, t.state(cfg.FleetID), id); ok {
-			t.farewell(ctx, log, cfg, t.state(cfg.FleetID), in, nil)
+		if job := jobs[id]; job != nil {
+			t.runFarewell(log, cfg, fs, job)
 		}
 		log.Warn("terminated an instance that never joined Nomad; the fleet replaces it", "instance_id", id, "join_timeout", cfg.JoinTimeout.String())
 	}

@@ -309,15 +309,24 @@ func (t *TargetPlugin) changeCapacityPatiently(ctx context.Context, log hclog.Lo
 // Instances EC2 refuses to terminate get their capacity back on the target
 // and their nodes back into service.
 func (t *TargetPlugin) terminate(ctx context.Context, log hclog.Logger, cfg *policyConfig, fs *fleetState, ms []member) ([]member, []failure) {
+	// Terminate hooks are claimed and recorded while the instances still
+	// run, so that a restart right after the termination finishes them.
+	jobs := map[string]*farewellJob{}
+	for _, m := range ms {
+		jobs[m.inst.ID] = t.claimFarewell(ctx, log, cfg, fs, m.inst, m.node)
+	}
 	results := t.fleet.Terminate(ctx, memberIDs(ms))
 	var terminated []member
 	var notTerminated []failure
 	for _, m := range ms {
 		if err := results[m.inst.ID]; err != nil {
 			notTerminated = append(notTerminated, failure{m: m, err: err, started: m.node != nil})
+			t.dropFarewell(ctx, log, fs, jobs[m.inst.ID])
 		} else {
 			terminated = append(terminated, m)
-			t.farewell(ctx, log, cfg, fs, m.inst, m.node)
+			if job := jobs[m.inst.ID]; job != nil {
+				t.runFarewell(log, cfg, fs, job)
+			}
 		}
 	}
 	if len(notTerminated) > 0 {
