@@ -60,6 +60,9 @@ scaling "spot_pool" {
       #    node's dynamic metadata (meta.awx_job_id), for whoever debugs it.
       # On scale-in, interruption or a failed launch hook:
       # 3. forget: AWX runs ../playbooks/forget.yml for the host that goes.
+      #    Like every terminate hook it reads neither node meta nor a launch
+      #    hook's job id (the policy is refused otherwise), and its limit (the
+      #    default, {{private_ip}}) names the instance, as every limit must.
       #
       # launch_hooks                = "configure, label"
       # hook_configure_type         = "awx"

@@ -467,6 +467,9 @@ func hookConflicts(p *policyConfig) []string {
 		for _, v := range h.Env {
 			texts = append(texts, v)
 		}
+		for _, v := range h.Meta {
+			texts = append(texts, v)
+		}
 		for _, v := range texts {
 			if strings.Contains(v, "node.meta.") {
 				out = append(out, fmt.Sprintf("invalid terminate hook %s: it reads node meta ({{node.meta.<key>}}), which a terminate hook resumed after a restart no longer has; use the instance's id, address or node id", h.Name))

@@ -123,7 +123,10 @@ func decodeFarewell(instanceID, fleetID, v string) (hooks.Instance, hooks.Record
 type farewellJob struct {
 	h        hooks.Instance
 	rec      hooks.Record
-	recorded bool // its record is on the fleet request
+	recorded bool // its progress is written to the fleet request
+	// written says a record was written once: it is removed at the end
+	// even when later writes failed.
+	written  bool
 	attempts int
 }
 
@@ -220,6 +223,7 @@ func (t *TargetPlugin) claimFarewell(ctx context.Context, log hclog.Logger, cfg 
 		log.Warn("could not mark the instance's terminate hooks as claimed (a late event about it may run them again in another process)", "instance_id", in.ID, "error", err)
 	}
 	job.recorded = t.recordFarewell(ctx, log, fs, job)
+	job.written = job.recorded
 	return job
 }
 
@@ -247,7 +251,7 @@ func (t *TargetPlugin) dropFarewell(ctx context.Context, log hclog.Logger, fs *f
 	if job == nil {
 		return
 	}
-	if job.recorded {
+	if job.written {
 		if err := t.fleet.Untag(ctx, []string{fs.id}, farewellTagPrefix+job.h.ID); err != nil {
 			log.Warn("could not remove the record of terminate hooks that are not needed", "instance_id", job.h.ID, "error", err)
 		}
@@ -301,6 +305,7 @@ func (t *TargetPlugin) runFarewell(log hclog.Logger, cfg *policyConfig, fs *flee
 		job.attempts++
 		if !job.recorded && job.attempts <= farewellUnrecordedAfter {
 			job.recorded = t.recordFarewell(ctx, log, fs, job)
+			job.written = job.written || job.recorded
 		}
 		save := func(ctx context.Context, r hooks.Record) error {
 			if !job.recorded {
@@ -331,7 +336,7 @@ func (t *TargetPlugin) runFarewell(log hclog.Logger, cfg *policyConfig, fs *flee
 		default:
 			log.Info("terminate hooks done", "terminate_hooks", hookNames(cfg.Hooks.Terminate))
 		}
-		if job.recorded {
+		if job.written {
 			uctx, ucancel := context.WithTimeout(ctx, 30*time.Second)
 			defer ucancel()
 			if err := t.fleet.Untag(uctx, []string{fs.id}, key); err != nil {
@@ -376,7 +381,7 @@ func (t *TargetPlugin) resumeFarewells(ctx context.Context, log hclog.Logger, cf
 		if !fs.startFarewellOnce(id) {
 			continue
 		}
-		t.runFarewell(log, cfg, fs, &farewellJob{h: h, rec: rec, recorded: true})
+		t.runFarewell(log, cfg, fs, &farewellJob{h: h, rec: rec, recorded: true, written: true})
 	}
 }
 

@@ -472,7 +472,6 @@ func (t *TargetPlugin) launch(ctx context.Context, log hclog.Logger, cfg *policy
 		t.hookFailed(ctx, log, cfg, fs, p, in, n, out.Hook, out.Err)
 		return
 	}
-	fs.clearConfigError(in.ID)
 	hooksDone := t.now()
 	since := fs.hooksDoneAt(in.ID, hooksDone)
 	fs.setStep(p, "admitting")
