@@ -42,10 +42,18 @@ const (
 	// (see nomadnode.Gate); launch_hooks, terminate_hooks and hook_* keys
 	// are the hooks package's (hooks.IsPolicyKey).
 	configKeyAdmissionKey = "admission_meta_key"
-	defaultDrainDeadline  = 15 * time.Minute
-	defaultMinFamilies    = 2
-	defaultLaunchTimeout  = 5 * time.Minute
-	defaultJoinTimeout    = 10 * time.Minute
+	// configKeyNodeWarmup: a node admitted less than this ago serves but is
+	// left out of the count (apm-node leaves it out of its figure for its
+	// node_warmup, from the same admission time, and samples every
+	// sample_interval): set it to apm-node's node_warmup plus its
+	// sample_interval.
+	configKeyNodeWarmup  = "node_warmup"
+	defaultNodeWarmup    = 70 * time.Second
+	maxNodeWarmup        = time.Hour
+	defaultDrainDeadline = 15 * time.Minute
+	defaultMinFamilies   = 2
+	defaultLaunchTimeout = 5 * time.Minute
+	defaultJoinTimeout   = 10 * time.Minute
 	// defaultRestartCooldown is the agent's own default cooldown.
 	defaultRestartCooldown     = 5 * time.Minute
 	defaultNodeSelectorDefault = sdk.TargetNodeSelectorStrategyLeastBusy
@@ -163,6 +171,7 @@ var policyKeys = []struct {
 	{name: configKeyInterruptionDrain},
 	{name: configKeyRebalanceAction},
 	{name: configKeyAdmissionKey},
+	{name: configKeyNodeWarmup},
 	{name: "launch_hooks"},
 	{name: "terminate_hooks"},
 	{name: configKeyDryRun},
@@ -277,6 +286,9 @@ type policyConfig struct {
 	RebalanceAction string
 	// Gate is the admission gate of the fleet's nodes.
 	Gate nomadnode.Gate
+	// NodeWarmup is how long after its admission a node is left out of the
+	// count (see configKeyNodeWarmup).
+	NodeWarmup time.Duration
 	// Hooks are the launch and terminate hooks (never nil; maybe empty).
 	Hooks *hooks.Spec
 }
@@ -303,6 +315,7 @@ func parsePolicyConfigWith(cfg map[string]string, agent *hooks.Agent) (*policyCo
 
 		InterruptionDrain: defaultInterruptionDrain,
 		RebalanceAction:   defaultRebalanceAction,
+		NodeWarmup:        defaultNodeWarmup,
 	}
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
@@ -416,6 +429,15 @@ func parsePolicyConfigWith(cfg map[string]string, agent *hooks.Agent) (*policyCo
 		}
 	}
 
+	if v, ok := cfg[configKeyNodeWarmup]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 || d > maxNodeWarmup {
+			bad("invalid %s %q: want a duration of at most %s such as \"70s\" (apm-node's node_warmup plus its sample_interval), or \"0s\" to count admitted nodes at once",
+				configKeyNodeWarmup, v, shortDuration(maxNodeWarmup))
+		} else {
+			p.NodeWarmup = d
+		}
+	}
 	if p.Gate, err = nomadnode.ParseGate(cfg[configKeyAdmissionKey]); err != nil {
 		bad("invalid %s: %v", configKeyAdmissionKey, err)
 	}

@@ -132,7 +132,7 @@ func TestParsePolicyConfigRefusesUnknownKeys(t *testing.T) {
 		"spot_fleet_request_id", "node_class", "datacenter", "node_pool", "node_id_attribute",
 		"node_drain_deadline", "node_drain_ignore_system_jobs", "node_purge", "node_selector_strategy",
 		"min_instance_families", "launch_timeout", "node_join_timeout", "restart_cooldown",
-		"interruption_drain_deadline", "rebalance_action", "admission_meta_key", "launch_hooks", "terminate_hooks", "dry-run",
+		"interruption_drain_deadline", "rebalance_action", "admission_meta_key", "node_warmup", "launch_hooks", "terminate_hooks", "dry-run",
 	}, ", ")
 	runPolicyCases(t, []policyCase{
 		{name: "typo of node_drain_deadline", cfg: policyWith("node_drain_dealine", "2m"),

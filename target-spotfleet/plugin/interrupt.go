@@ -240,6 +240,7 @@ func (t *TargetPlugin) depart(ctx context.Context, log hclog.Logger, cfg *policy
 	// interrupted one says farewell now (EC2 reclaims it at the notice's
 	// end whatever happens; a rebalance drain does so when terminated).
 	fs.stopProvisioning(ev.InstanceID)
+	fs.expectInstances(t.now()) // its replacement: provision it soon
 	if ev.Kind == interruption.KindSpotInterruption && !cfg.DryRun {
 		t.farewellOf(ctx, log, cfg, fs, ev.InstanceID)
 	}

@@ -202,6 +202,10 @@ type member struct {
 	// leaving says the instance is leaving the fleet (an interruption):
 	// it is not counted, not removed, and its replacement is underway.
 	leaving bool
+	// warming says the node was admitted less than node_warmup ago: it
+	// serves, but apm-node leaves it out of its figure until its warm-up
+	// ends, so it is capacity coming rather than part of the count.
+	warming bool
 	// atRisk says this plugin cordoned the node on a rebalance
 	// recommendation and it is still cordoned (not draining): a node that
 	// does not serve, removed by the next scale-in.
@@ -222,6 +226,7 @@ func (w *world) members(cfg *policyConfig) []member {
 			// and never seen ready (a client that restarts initializes
 			// again, with its allocations), is as broken as none.
 			m.notJoined = m.phase == nomadnode.PhaseJoining && !w.seenReady[n.ID] && in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout
+			m.warming = warming(cfg, n, w.at)
 		} else if w.isUnmapped(in.ID) {
 			m.unknown = true
 		} else if in.Described && w.at.Sub(in.LaunchTime) >= cfg.JoinTimeout {
@@ -352,7 +357,7 @@ func (t *TargetPlugin) capacityOf(cfg *policyConfig, fs *fleetState, w *world, m
 			c.leaving++
 		case m.notJoined:
 			c.notJoined++
-		case m.phase == nomadnode.PhaseReady:
+		case m.phase == nomadnode.PhaseReady && !m.warming:
 			c.count++
 		}
 	}
@@ -374,6 +379,8 @@ func phases(ms []member) string {
 			p = "not_joined"
 		case m.unknown:
 			p = "unknown"
+		case m.warming && m.phase == nomadnode.PhaseReady:
+			p = "warming"
 		}
 		counts[p]++
 	}
@@ -398,4 +405,19 @@ func readyNodes(ms []member) int {
 		}
 	}
 	return n
+}
+
+// warming reports whether a gated node was admitted less than node_warmup
+// ago (meta <gate>_at, which target-spotfleet stamps and apm-node's warm-up
+// counts from): the APM does not measure it yet, so the strategy must not
+// multiply it. Nodes without the stamp are not warming here.
+func warming(cfg *policyConfig, n nomadnode.Node, now time.Time) bool {
+	if cfg.NodeWarmup <= 0 {
+		return false
+	}
+	if gated, v := cfg.Gate.State(n.Meta); !gated || v != nomadnode.GateAdmitted {
+		return false
+	}
+	at, err := time.Parse(time.RFC3339, n.Meta[cfg.Gate.AdmittedAtKey()])
+	return err == nil && now.Sub(at) < cfg.NodeWarmup
 }

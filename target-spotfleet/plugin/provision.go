@@ -68,6 +68,13 @@ type provisionState struct {
 	// farewellsResumed says the fleet request's farewell records have been
 	// read by this process.
 	farewellsResumed bool
+	// removed holds the launch-hook failures of instances removed after
+	// them (on_failure terminate), shown in the status for an hour after
+	// the instance is gone.
+	removed map[string]farewellFailure
+	// fastUntil keeps the scan fast while instances are expected (a
+	// replacement the maintain fleet launches after a removal).
+	fastUntil time.Time
 	// removalNext and removalPause space the attempts to remove an
 	// instance whose launch hook failed (EC2 or Nomad may keep refusing).
 	removalNext  map[string]time.Time
@@ -82,6 +89,50 @@ type provisionState struct {
 	retryAt    map[string]time.Time
 	retryPause map[string]time.Duration
 	hooksDone  map[string]time.Time
+}
+
+// expectInstances keeps the provisioning scan fast for a while: new
+// instances are coming that this process did not ask for by a scale-out
+// (a refill after a removal, a replacement after an interruption).
+func (fs *fleetState) expectInstances(now time.Time) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.prov.fastUntil = now.Add(2 * time.Minute)
+	fs.prov.nextScan = time.Time{}
+}
+
+func (fs *fleetState) expectingInstances(now time.Time) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return now.Before(fs.prov.fastUntil)
+}
+
+func (fs *fleetState) noteRemoved(id, why string, at time.Time) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.prov.removed == nil {
+		fs.prov.removed = map[string]farewellFailure{}
+	}
+	fs.prov.removed[id] = farewellFailure{why: why, at: at}
+}
+
+// recentRemoved lists, for an hour, the instances removed after a failed
+// launch hook that are gone (those still running are listed from their tag).
+func (fs *fleetState) recentRemoved(now time.Time, running map[string]bool) []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var out []string
+	for id, f := range fs.prov.removed {
+		if now.Sub(f.at) > farewellFailureAge {
+			delete(fs.prov.removed, id)
+			continue
+		}
+		if !running[id] {
+			out = append(out, fmt.Sprintf("%s: %s (removed at %s; the fleet replaces it)", id, f.why, f.at.UTC().Format(time.RFC3339)))
+		}
+	}
+	return out
+
 }
 
 // Bounds of the pause before a launch pipeline is tried again after a
@@ -337,7 +388,7 @@ func (t *TargetPlugin) provisionFleet(ctx, bg context.Context, cfg *policyConfig
 		nodes[n.InstanceID] = n
 	}
 	log := t.logger.With("spot_fleet_request_id", cfg.FleetID, "action", "provision")
-	busy := false
+	busy := fs.expectingInstances(t.now())
 	for _, in := range all {
 		if !in.Running() || fs.leaving(in.ID) || fs.isInFlight(in.ID) {
 			continue
@@ -700,6 +751,8 @@ func (t *TargetPlugin) removeRefused(ctx context.Context, log hclog.Logger, cfg 
 	if job != nil {
 		t.runFarewell(log, cfg, fs, job)
 	}
+	fs.noteRemoved(in.ID, why, t.now())
+	fs.expectInstances(t.now())
 	if cfg.Purge && n != nil {
 		fs.queuePurge(n.ID, in.ID)
 	}
@@ -725,6 +778,11 @@ func truncateTag(s string) string {
 func hookStatus(cfg *policyConfig, fs *fleetState, ms []member, now time.Time) (admitting, failed, ungated []string) {
 	running := fs.provisioningNow(now)
 	configErrs := fs.configErrors()
+	members := map[string]bool{}
+	for _, m := range ms {
+		members[m.inst.ID] = true
+	}
+	failed = append(failed, fs.recentRemoved(now, members)...)
 	for _, m := range ms {
 		id := m.inst.ID
 		if v, ok := m.inst.Tags[tagHookFailed]; ok {

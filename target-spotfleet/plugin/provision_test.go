@@ -91,6 +91,18 @@ func TestGatedNodeIsCapacityComingUntilItsLaunchHooksSucceed(t *testing.T) {
 	require.Equal(t, nomadnode.GateAdmitted, n.Meta[nomadnode.DefaultGateKey])
 	require.NotEmpty(t, n.Meta[nomadnode.DefaultGateKey+nomadnode.AdmittedAtSuffix])
 	require.Contains(t, r.ec2.InstanceTags(gated)[tagLaunchHooks], "configure=ok")
+
+	// Admitted: it serves, but apm-node measures it only after its
+	// warm-up, so the count takes it in only then (no second scale-out
+	// meanwhile either).
+	st, err = r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, st.Count, "a node apm-node does not measure yet is not multiplied by the strategy")
+	require.Contains(t, st.Meta[metaPhases], "warming=1")
+	err = r.plugin.Scale(action(3), r.config)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "already covers")
+	r.now = r.now.Add(defaultNodeWarmup)
 	require.EqualValues(t, 3, r.status(t))
 
 	// Nothing runs twice.
@@ -159,7 +171,7 @@ func TestUngatedNodeIsServingAndReportedWhenLaunchHooksAreSet(t *testing.T) {
 }
 
 func TestAdmissionWaitsUntilTheServersShowIt(t *testing.T) {
-	r, gated, _ := hookRig(t)
+	r, gated, _ := hookRig(t, configKeyNodeWarmup, "0s")
 	r.nomad.metaLag = 1 << 30 // the client never reports it
 	r.plugin.admitWait = 200 * time.Millisecond
 	require.EqualValues(t, 2, r.status(t))

@@ -84,7 +84,7 @@ func (t *TargetPlugin) scaleOut(ctx context.Context, log hclog.Logger, cfg *poli
 		return fmt.Errorf("scale out of %s from %d to %d: %w", cfg.FleetID, c.count, to, err)
 	}
 	t.recordEvent(ctx, log, fs)
-	fs.scheduleScan(time.Time{}) // new instances: look for their nodes soon
+	fs.expectInstances(t.now()) // new instances: look for their nodes soon
 	fs.noteShortage(len(w.instances) < after, t.now(), time.Time{})
 	if after < before {
 		log.Info("scaled out: lowered a target that capacity never filled", "target_capacity", after, "read_before_change", before,
