@@ -303,7 +303,9 @@ func (r *Runner) step(ctx context.Context, h *Hook, inst Instance, rec *Record, 
 			if serr := r.saveStep(ctx, rec, save, h.Name, nil, true); serr != nil {
 				err = r.hookError(h, fmt.Errorf("%w (a problem of the configuration or of AWX, not of the instance; removing its step from the record failed: %w)", runErr, serr))
 			}
-			log.Warn("hook failed through the configuration or AWX; its step is removed and it runs again at the next attempt", "duration", dur, "job_id", st.JobID, "error", err.Error())
+			// Debug: the caller retries and reports a configuration
+			// error once per change, not at every attempt.
+			log.Debug("hook failed through the configuration or AWX; its step is removed and it runs again at the next attempt", "duration", dur, "job_id", st.JobID, "error", err.Error())
 			return err
 		}
 		done := st
