@@ -1525,6 +1525,11 @@ func TestWrongAWXTokenGivesOneClearErrorAndAdmitsNothing(t *testing.T) {
 		t.Fatalf("the hook's failure never showed in the agent log: %v", err)
 	}
 	t.Logf("failure line: %s", line)
+	wctx, wcancel = context.WithTimeout(ctx, 30*time.Second)
+	if _, err := r.agent().WaitLog(wctx, "fleet status: launch hook failed"); err != nil {
+		t.Errorf("no fleet status reported the refused hook: %v", err)
+	}
+	wcancel()
 	// Nothing to record on the node: the gate stays pending.
 	r.waitSettled(30*time.Second, "the node's gate is pending at the server", func(s hookSnapshot) (bool, string) {
 		n := s.nodeByName(id)
