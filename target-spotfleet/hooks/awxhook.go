@@ -92,7 +92,7 @@ func (c *awxClient) runLaunch(ctx context.Context, h *Hook, p *prepared, resume 
 			if cerr != nil {
 				cancelled = fmt.Sprintf("cancelling it failed: %v", cerr)
 			}
-			return jobID, &configError{err: fmt.Errorf("%s ignored %s: enable 'Prompt on launch' for Limit and Variables in the template (AWX started job %d anyway; %s)",
+			return jobID, &configError{jobEnded: true, err: fmt.Errorf("%s ignored %s: enable 'Prompt on launch' for Limit and Variables in the template (AWX started job %d anyway; %s)",
 				what, strings.Join(res.ignored, ", "), jobID, cancelled)}
 		}
 	}

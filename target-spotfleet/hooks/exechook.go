@@ -58,7 +58,8 @@ func (r *Runner) runExec(ctx context.Context, h *Hook, p *prepared, log hclog.Lo
 	}
 	path, err := exec.LookPath(p.argv[0])
 	if err != nil {
-		return fmt.Errorf("command %s cannot be run: %v", shown(p.argv[0]), unwrapExecError(err))
+		// The same on every instance: a configuration error.
+		return &configError{err: fmt.Errorf("command %s cannot be run: %v", shown(p.argv[0]), unwrapExecError(err))}
 	}
 	out := &tailBuffer{max: maxOutputBytes}
 	cmd := &exec.Cmd{

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/nomad-spotfleet/nomad-spotfleet/internal/nomadnode"
 )
 
 // runNomad runs a nomad hook: wait for the node to be ready (initializing
@@ -22,6 +24,8 @@ func (r *Runner) runNomad(ctx context.Context, h *Hook, p *prepared, log hclog.L
 	for {
 		node, err := r.Nomad.NodeInfo(ctx, p.nodeID)
 		switch {
+		case err != nil && nomadRefusal(err):
+			return &configError{err: fmt.Errorf("Nomad refused to read node %s (the agent's Nomad token needs node:read): %w", p.nodeID, err)}
 		case err != nil:
 			lastErr = err
 		case node == nil:
@@ -56,11 +60,29 @@ func (r *Runner) runNomad(ctx context.Context, h *Hook, p *prepared, log hclog.L
 	for k, v := range p.meta {
 		meta[k] = &v
 	}
-	if err := r.Nomad.ApplyMeta(ctx, p.nodeID, meta); err != nil {
-		if ctx.Err() != nil && !timedOut(ctx) {
+	// A leader election or a reset connection is ridden out within the
+	// hook's timeout; a refusal for lack of rights is the configuration's.
+	for {
+		err := r.Nomad.ApplyMeta(ctx, p.nodeID, meta)
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil && !timedOut(ctx):
 			return ctx.Err()
+		case nomadRefusal(err):
+			return &configError{err: fmt.Errorf("Nomad refused dynamic metadata %v on node %s (the agent's Nomad token needs node:write): %w", sortedKeys(p.meta), p.nodeID, err)}
+		case !nomadnode.IsTransient(err) || ctx.Err() != nil:
+			return fmt.Errorf("setting dynamic metadata %v on node %s: %w", sortedKeys(p.meta), p.nodeID, err)
 		}
-		return fmt.Errorf("setting dynamic metadata %v on node %s: %w", sortedKeys(p.meta), p.nodeID, err)
+		log.Debug("setting dynamic node metadata failed; retrying", "error", err)
+		if !sleep(ctx, r.poll()) {
+			return fmt.Errorf("setting dynamic metadata %v on node %s: %w (gave up at the hook's timeout)", sortedKeys(p.meta), p.nodeID, err)
+		}
 	}
-	return nil
+}
+
+// nomadRefusal reports whether Nomad refused a call for lack of rights.
+func nomadRefusal(err error) bool {
+	var coded interface{ StatusCode() int }
+	return errors.As(err, &coded) && (coded.StatusCode() == 401 || coded.StatusCode() == 403)
 }

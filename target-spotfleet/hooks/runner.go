@@ -126,7 +126,12 @@ func IsConfigError(err error) bool {
 
 // configError marks a failure as the configuration's or AWX's fault (see
 // IsConfigError); its message is the wrapped error's.
-type configError struct{ err error }
+type configError struct {
+	err error
+	// jobEnded says the AWX job the hook launched was ended by the hook
+	// itself (cancelled after ignored_fields): there is nothing to follow.
+	jobEnded bool
+}
 
 func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
@@ -294,6 +299,18 @@ func (r *Runner) step(ctx context.Context, h *Hook, inst Instance, rec *Record, 
 			// what was last saved).
 			err := r.interrupted(h, ctx)
 			log.Warn("hook interrupted; its step stays started and resumes in the next run", "duration", dur, "job_id", st.JobID)
+			return err
+		}
+		if IsConfigError(runErr) && st.JobID != 0 && !jobEnded(runErr) && !isNotFound(runErr) {
+			// A job runs already (AWX refused a later read, a token
+			// rotated mid-playbook): keep the step started with its job,
+			// so that the next attempt follows it rather than launching a
+			// second playbook against the host.
+			err := r.hookError(h, fmt.Errorf("%w (a problem of the configuration or of AWX, not of the instance: AWX job %d is followed again at the next attempt, never launched twice)", runErr, st.JobID))
+			if serr := r.saveStep(ctx, rec, save, h.Name, &st, true); serr != nil {
+				err = r.hookError(h, fmt.Errorf("%w (and its step could not be recorded: %w)", err, serr))
+			}
+			log.Debug("hook refused through the configuration or AWX while following its job; the job is followed again at the next attempt", "duration", dur, "job_id", st.JobID, "error", err.Error())
 			return err
 		}
 		if IsConfigError(runErr) {
@@ -473,4 +490,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// jobEnded reports whether err says the hook's AWX job was ended by the
+// hook itself.
+func jobEnded(err error) bool {
+	var ce *configError
+	return errors.As(err, &ce) && ce.jobEnded
 }

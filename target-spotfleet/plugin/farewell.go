@@ -320,7 +320,11 @@ func (t *TargetPlugin) runFarewell(log hclog.Logger, cfg *policyConfig, fs *flee
 		job.rec = out.Record
 		switch {
 		case ctx.Err() != nil:
-			log.Info("terminate hooks stopped with the plugin; the next process resumes them if they are recorded", "recorded", job.recorded, "error", out.Err)
+			// The background stopped: the process ends (the next one
+			// resumes recorded hooks), or it restarts on a reload (then
+			// this process takes them up again).
+			fs.deferFarewell(job, t.now())
+			log.Info("terminate hooks stopped with the plugin's background; resumed when it runs again", "recorded", job.recorded, "error", out.Err)
 			return
 		case errors.Is(out.Err, hooks.ErrNotRecorded):
 			if job.attempts >= farewellUnrecordedAfter {
@@ -381,7 +385,24 @@ func (t *TargetPlugin) resumeFarewells(ctx context.Context, log hclog.Logger, cf
 		if !fs.startFarewellOnce(id) {
 			continue
 		}
-		t.runFarewell(log, cfg, fs, &farewellJob{h: h, rec: rec, recorded: true, written: true})
+		job := &farewellJob{h: h, rec: rec, recorded: true, written: true}
+		found, err := t.fleet.DescribeInstances(ctx, []string{id})
+		if err != nil {
+			fs.releaseFarewell(id)
+			fs.unclaimResume() // read again at the next observation
+			log.Warn("cannot tell whether an instance with recorded terminate hooks is gone; retried at the next status", "instance_id", id, "error", err)
+			continue
+		}
+		if len(found) == 1 && found[0].Running() && !going(found[0]) {
+			// Claimed for a removal that did not happen (the process
+			// died before the termination, or EC2 refused it): the
+			// instance serves; its terminate hooks are for its real
+			// departure.
+			t.dropFarewell(ctx, log, fs, job)
+			log.Info("dropped the recorded terminate hooks of an instance that still serves (its removal did not happen)", "instance_id", id)
+			continue
+		}
+		t.runFarewell(log, cfg, fs, job)
 	}
 }
 
@@ -401,4 +422,13 @@ func (fs *fleetState) unclaimResume() {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.prov.farewellsResumed = false
+}
+
+// going reports whether a running instance is on its way out: chosen by a
+// scale-in, interrupted, or being removed after a failed launch hook.
+func going(in fleet.Instance) bool {
+	_, marked := in.Tags[tagScaleIn]
+	_, interrupted := in.Tags[tagInterrupted]
+	v := in.Tags[tagHookFailed]
+	return marked || interrupted || strings.HasPrefix(v, hooks.FailTerminate+" ")
 }

@@ -40,6 +40,10 @@ const (
 type ownerEntry struct {
 	fleetID string
 	seen    time.Time
+	// inst is the instance as last described while it ran: EC2 describes
+	// a terminated instance without its addresses, which its terminate
+	// hooks still need.
+	inst fleet.Instance
 }
 
 // noteOwners remembers the fleet of each listed instance.
@@ -51,7 +55,11 @@ func (t *TargetPlugin) noteOwners(fleetID string, instances []fleet.Instance) {
 		t.owners = map[string]ownerEntry{}
 	}
 	for _, in := range instances {
-		t.owners[in.ID] = ownerEntry{fleetID: fleetID, seen: now}
+		e := ownerEntry{fleetID: fleetID, seen: now, inst: in}
+		if old, ok := t.owners[in.ID]; ok && (!in.Described || in.PrivateIP == "") {
+			e.inst = old.inst // keep the details of a fuller description
+		}
+		t.owners[in.ID] = e
 	}
 	for id, e := range t.owners {
 		if now.Sub(e.seen) > ownerMemory {

@@ -419,5 +419,8 @@ func warming(cfg *policyConfig, n nomadnode.Node, now time.Time) bool {
 		return false
 	}
 	at, err := time.Parse(time.RFC3339, n.Meta[cfg.Gate.AdmittedAtKey()])
-	return err == nil && now.Sub(at) < cfg.NodeWarmup
+	if err != nil || at.After(now.Add(time.Minute)) {
+		return false // no stamp, or one from a clock far ahead: not held back by it
+	}
+	return now.Sub(at) < cfg.NodeWarmup
 }

@@ -232,6 +232,15 @@ func (fs *fleetState) hooksDoneAt(id string, now time.Time) time.Time {
 	return now
 }
 
+// restartAdmissionClock makes the admission deadline run from the next
+// success of the instance's launch hooks.
+func (fs *fleetState) restartAdmissionClock(id string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.provInit()
+	delete(fs.prov.hooksDone, id)
+}
+
 // forgetAttempts drops what the pipelines kept about an admitted instance.
 func (fs *fleetState) forgetAttempts(id string) {
 	fs.mu.Lock()
@@ -556,6 +565,7 @@ func (t *TargetPlugin) launch(ctx context.Context, log hclog.Logger, cfg *policy
 // growing pause.
 func (t *TargetPlugin) configError(log hclog.Logger, fs *fleetState, instanceID, hook string, err error) {
 	pause := fs.retryLater(instanceID, t.now())
+	fs.restartAdmissionClock(instanceID) // time spent refused is not the node's
 	if fs.noteConfigError(instanceID, fmt.Sprintf("%s: %v", hook, err), t.now()) {
 		log.Error("launch hook cannot run: a configuration or credentials problem, not the instance's; the node waits un-admitted and no instance is terminated for it; fix the setting the error names",
 			"hook", hook, "error", err, "retry_in", pause.String())
@@ -835,9 +845,28 @@ func (t *TargetPlugin) instanceInfo(ctx context.Context, fs *fleetState, id stri
 			}
 		}
 	}
+	t.mu.Lock()
+	known, seen := t.owners[id]
+	t.mu.Unlock()
 	found, err := t.fleet.DescribeInstances(ctx, []string{id})
 	if err != nil || len(found) != 1 {
+		if seen && known.inst.ID == id {
+			return known.inst, true
+		}
 		return fleet.Instance{ID: id}, false
 	}
-	return found[0], true
+	in := found[0]
+	if seen && known.inst.ID == id {
+		// EC2 describes a terminated instance without its addresses.
+		if in.PrivateIP == "" {
+			in.PrivateIP = known.inst.PrivateIP
+		}
+		if in.PrivateDNS == "" {
+			in.PrivateDNS = known.inst.PrivateDNS
+		}
+		if in.Zone == "" {
+			in.Zone = known.inst.Zone
+		}
+	}
+	return in, true
 }

@@ -88,6 +88,13 @@ func (fs *fleetState) setConfig(cfg *policyConfig) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fs.cfg = cfg
+	if cfg.DryRun {
+		// Dry-run is the brake: the launch pipelines that run stop before
+		// their next step (their progress is recorded and resumed later).
+		for _, p := range fs.prov.running {
+			p.cancel()
+		}
+	}
 }
 
 // config returns the policy config the agent last used, or nil.
