@@ -75,10 +75,6 @@ type provisionState struct {
 	// fastUntil keeps the scan fast while instances are expected (a
 	// replacement the maintain fleet launches after a removal).
 	fastUntil time.Time
-	// removalNext and removalPause space the attempts to remove an
-	// instance whose launch hook failed (EC2 or Nomad may keep refusing).
-	removalNext  map[string]time.Time
-	removalPause map[string]time.Duration
 	// records holds launch records that could not be written to their
 	// instance yet; configErrs the configuration errors that hold nodes
 	// back; retryAt/retryPause space the attempts after either; hooksDone
@@ -253,26 +249,14 @@ func (fs *fleetState) forgetAttempts(id string) {
 	delete(fs.prov.hooksDone, id)
 }
 
-// Bounds of the pause between attempts to remove an instance whose launch
-// hook failed.
-const (
-	refusedRetryMin = 5 * time.Second
-	refusedRetryMax = 5 * time.Minute
-)
-
-// removalDue reports whether an attempt to remove the instance may start
-// now, and if so spaces the next one (doubling the pause).
+// removalDue reports whether an attempt to remove an instance whose launch
+// hook failed may start now, and if so spaces the next one (the pause of
+// retryLater: EC2 or Nomad may keep refusing).
 func (fs *fleetState) removalDue(id string, now time.Time) bool {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	if fs.prov.removalNext == nil {
-		fs.prov.removalNext, fs.prov.removalPause = map[string]time.Time{}, map[string]time.Duration{}
-	}
-	if now.Before(fs.prov.removalNext[id]) {
+	if !fs.mayTry(id, now) {
 		return false
 	}
-	pause := min(max(2*fs.prov.removalPause[id], refusedRetryMin), refusedRetryMax)
-	fs.prov.removalPause[id], fs.prov.removalNext[id] = pause, now.Add(pause)
+	fs.retryLater(id, now)
 	return true
 }
 
