@@ -240,3 +240,20 @@ func TestFarewellEncodingFitsATag(t *testing.T) {
 	require.Equal(t, h.NodeID, back.NodeID)
 	require.Equal(t, 1234567, brec.Steps["forget"].JobID)
 }
+
+func TestAnInstanceRemovedAfterAFailedHookGetsItsTerminateHooks(t *testing.T) {
+	forgot := filepath.Join(t.TempDir(), "forgot")
+	r, gated, _ := hookRig(t, "hook_configure_command", "/bin/sh -c 'exit 3'",
+		"terminate_hooks", "forget", "hook_forget_type", "exec",
+		"hook_forget_command", "/bin/sh -c 'echo \"$SPOTFLEET_INSTANCE_ID\" >> "+forgot+"'")
+	require.EqualValues(t, 2, r.status(t))
+	r.scan(t)
+	require.NotContains(t, r.ec2.Running(r.fleetID), gated)
+	require.Equal(t, []string{gated}, lines(t, forgot), "AWX (here: a command) forgets the instance removed after its failed hook, once")
+	require.Contains(t, r.ec2.InstanceTags(gated), tagFarewell, "claimed on the instance before it was terminated")
+	st, err := r.plugin.Status(r.config)
+	require.NoError(t, err)
+	require.Contains(t, st.Meta[metaHookFailed], gated, "the failure stays in the status after the instance is gone")
+	r.scan(t)
+	require.Len(t, lines(t, forgot), 1)
+}
