@@ -85,6 +85,15 @@ type hookOptions struct {
 	targetExtra []string
 	// warmup is apm-node's node_warmup (default 0s).
 	warmup time.Duration
+	// callback makes the configure hook an awx_callback one: the configure
+	// template gets a host_config_key, and every new fleet instance calls
+	// its provisioning callback once its node is ready (the local cloud's
+	// BootCallback, host = the instance's private IP), with the extra vars
+	// callbackVars returns (nil: instance_id and the node's node_dir).
+	callback     bool
+	callbackVars func(r *hookRig, instanceID string) map[string]any
+	// hookTimeout is hook_configure_timeout (default 3m).
+	hookTimeout time.Duration
 }
 
 // hookAPMHCL declares apm-node with 1 s samples and the given warm-up.
@@ -118,6 +127,7 @@ type hookRig struct {
 	agents  []*localcloud.Autoscaler
 	obs     *hookObserver
 	token   string // what AWX accepts
+	hostKey string // the configure template's host_config_key (callback rigs)
 
 	failFlag, release, forgetDir string
 }
@@ -218,13 +228,29 @@ func (r *hookRig) hookPolicy() string {
 	if onFailure == "" {
 		onFailure = "terminate"
 	}
+	timeout := "3m"
+	if r.o.hookTimeout > 0 {
+		timeout = r.o.hookTimeout.String()
+	}
 	lines := []string{
 		`launch_hooks                = "configure"`,
 		`hook_configure_type         = "awx"`,
 		`hook_configure_job_template = "configure"`,
 		`hook_configure_extra_vars   = "node_dir={{node.meta.node_dir}}"`,
-		`hook_configure_timeout      = "3m"`,
+		fmt.Sprintf(`hook_configure_timeout      = %q`, timeout),
 		fmt.Sprintf(`hook_configure_on_failure   = %q`, onFailure),
+	}
+	if r.o.callback {
+		// The instance asks AWX itself; the hook only waits for that job
+		// (limit: the default {{private_ip}}; an awx_callback hook has no
+		// extra_vars, the instance sends them).
+		lines = []string{
+			`launch_hooks                = "configure"`,
+			`hook_configure_type         = "awx_callback"`,
+			`hook_configure_job_template = "configure"`,
+			fmt.Sprintf(`hook_configure_timeout      = %q`, timeout),
+			fmt.Sprintf(`hook_configure_on_failure   = %q`, onFailure),
+		}
 	}
 	if r.o.forget {
 		lines = append(lines,
@@ -338,11 +364,16 @@ func startHookRig(ctx context.Context, t *testing.T, o hookOptions) *hookRig {
 		t.Fatal(err)
 	}
 
+	configureTmpl := localcloud.AWXTemplate{ID: hookConfigureID, Name: hookConfigure, Playbook: configure, AskLimitOnLaunch: true, AskVariablesOnLaunch: true}
+	if o.callback {
+		r.hostKey = "e2e-host-key-" + newHookToken()
+		configureTmpl.HostConfigKey = r.hostKey
+	}
 	// The AWX stand-in closes after the cloud (cleanups run last-in first-out).
 	r.awx, err = localcloud.StartAWX(ctx, localcloud.AWXConfig{
 		Token: r.token,
 		Templates: []localcloud.AWXTemplate{
-			{ID: hookConfigureID, Name: hookConfigure, Playbook: configure, AskLimitOnLaunch: true, AskVariablesOnLaunch: true},
+			configureTmpl,
 			{ID: hookForgetID, Name: hookForget, Playbook: forget, AskLimitOnLaunch: true, AskVariablesOnLaunch: true},
 		},
 		WorkDir:     filepath.Join(r.dir, "awx"),
@@ -370,6 +401,23 @@ func startHookRig(ctx context.Context, t *testing.T, o hookOptions) *hookRig {
 	t.Cleanup(r.keepLogs) // runs before the cloud closes
 	if r.nc, err = r.cloud.NomadClient(); err != nil {
 		t.Fatal(err)
+	}
+	if o.callback {
+		// Set before the fleet exists, so that every instance calls back
+		// (Host nil: the instance's private IP from moto, as user-data's
+		// `hostname -I` gives).
+		vars := o.callbackVars
+		if vars == nil {
+			vars = func(r *hookRig, id string) map[string]any {
+				return map[string]any{"instance_id": id, "node_dir": r.cloud.NodeDir(id)}
+			}
+		}
+		if err := r.cloud.SetBootCallback(&localcloud.BootCallback{
+			URL: r.awx.URL(), TemplateID: hookConfigureID, HostConfigKey: r.hostKey,
+			ExtraVars: func(id string) map[string]any { return vars(r, id) },
+		}); err != nil {
+			t.Fatalf("setting the boot callback: %v", err)
+		}
 	}
 	// The pool's jobs exist before any node: nothing may run anywhere until
 	// a node is admitted.
@@ -1740,4 +1788,199 @@ func logTimeAfter(logs, part string, since time.Time) string {
 		}
 	}
 	return "never"
+}
+
+// TestProvisioningCallbackStyleAdmitsAfterTheInstancesOwnJob: the configure
+// hook is awx_callback. Each new instance asks AWX for its configuration
+// itself (the local cloud plays its user-data: once the node is ready it
+// POSTs the template's provisioning callback with the host_config_key, its
+// private IP and the extra vars instance_id and node_dir, and the stand-in
+// runs the real monitoring.yml), and the plugin launches nothing: it only
+// lists and reads the template's jobs for the instance's private IP (the
+// default limit) until the newest one ends. The fleet's first instance calls
+// back with a node_dir that does not exist, so its playbook fails: with
+// on_failure = terminate, once the hook's timeout passes without a newer
+// job, the instance is terminated with nothing placed on it. Its replacement
+// calls back with its own node_dir; its node is admitted only after that
+// job succeeded, and only then takes the pool's work.
+func TestProvisioningCallbackStyleAdmitsAfterTheInstancesOwnJob(t *testing.T) {
+	const hookTimeout = 20 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	broken := "" // the instance whose callback sends a wrong node_dir: the first to call
+	vars := func(r *hookRig, id string) map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		dir := r.cloud.NodeDir(id)
+		if broken == "" || broken == id {
+			broken = id
+			dir = filepath.Join(r.dir, "no-such-node-dir")
+		}
+		return map[string]any{"instance_id": id, "node_dir": dir}
+	}
+	r := startHookRig(ctx, t, hookOptions{size: 1, min: 1, max: 1, target: 70, load: 1, onFailure: "terminate",
+		callback: true, callbackVars: vars, hookTimeout: hookTimeout})
+	first := r.obs.snapshot().runningIDs()
+	if len(first) != 1 {
+		t.Fatalf("running instances %v, want one", first)
+	}
+	victim := first[0]
+
+	var failedJob localcloud.AWXJob
+	waitFor(t, time.Minute, "the first instance's callback job ends", func() (bool, string) {
+		jobs := r.jobsFor(hookConfigureID, victim)
+		if len(jobs) > 0 && localcloud.AWXFinal(jobs[0].Status) {
+			failedJob = jobs[0]
+			return true, fmt.Sprint(jobIDs(jobs))
+		}
+		return false, fmt.Sprint(jobIDs(r.awx.Jobs()))
+	})
+	mu.Lock()
+	calledFirst := broken
+	mu.Unlock()
+	if calledFirst != victim {
+		t.Fatalf("the first callback came from %q, want the fleet's first instance %s", calledFirst, victim)
+	}
+	if failedJob.Status != localcloud.AWXFailed {
+		t.Errorf("the first instance's callback job %d ended %s, want failed (its node_dir does not exist)", failedJob.ID, failedJob.Status)
+	}
+
+	r.waitSettled(90*time.Second, "the failed instance is gone and its replacement is admitted and runs the load and the check", func(s hookSnapshot) (bool, string) {
+		ids := s.runningIDs()
+		load, _ := s.running(hookLoadJob)
+		check, _ := s.running(hookCheckJob)
+		ok := len(ids) == 1 && ids[0] != victim && s.admitted(ids[0]) && load == 1 && check == 1
+		return ok, fmt.Sprintf("running %v (victim %s) load=%d check=%d target=%d awx jobs=%v", ids, victim, load, check, s.lastTarget(), jobIDs(r.awx.Jobs()))
+	})
+	time.Sleep(2 * hookEvalInterval) // a second job, launch or removal would show by now
+	final := r.obs.snapshot()
+	ids := final.runningIDs()
+	if len(ids) != 1 || ids[0] == victim {
+		t.Fatalf("running %v at the end, want one replacement of %s", ids, victim)
+	}
+	replacement := ids[0]
+
+	// The plugin launched nothing: the only POSTs are the instances' own
+	// callbacks; the plugin's calls are reads.
+	callbackPath := fmt.Sprintf("/api/v2/job_templates/%d/callback/", hookConfigureID)
+	callbacks, reads := 0, 0
+	for _, c := range r.awx.Calls() {
+		switch {
+		case c.Method == "POST" && strings.HasSuffix(c.Path, "/launch/"):
+			t.Errorf("AWX got a launch, POST %s (-> %d): an awx_callback hook must launch nothing", c.Path, c.Status)
+		case c.Method == "POST" && c.Path == callbackPath:
+			callbacks++
+			if c.Status != 201 {
+				t.Errorf("a provisioning callback got %d, want 201", c.Status)
+			}
+		case c.Method == "GET":
+			reads++
+		default:
+			t.Errorf("AWX got %s %s (-> %d): the plugin's only calls should be reads (list and get)", c.Method, c.Path, c.Status)
+		}
+	}
+	if callbacks != 2 {
+		t.Errorf("AWX got %d provisioning callbacks, want 2 (one per instance)", callbacks)
+	}
+	if reads == 0 {
+		t.Errorf("the plugin never read AWX: it did not wait for the callback jobs")
+	}
+
+	// Exactly one callback job per instance, against its private IP.
+	jobs := map[string]localcloud.AWXJob{}
+	for id, want := range map[string]string{victim: localcloud.AWXFailed, replacement: localcloud.AWXSuccessful} {
+		js := r.jobsFor(hookConfigureID, id)
+		if len(js) != 1 {
+			t.Errorf("instance %s got %d configure jobs, want exactly 1 (its own callback): %v", id, len(js), jobIDs(js))
+			if len(js) == 0 {
+				continue
+			}
+		}
+		j := js[0]
+		jobs[id] = j
+		in := final.instances[id]
+		if j.LaunchType != "callback" {
+			t.Errorf("configure job %d of %s has launch_type %q, want callback", j.ID, id, j.LaunchType)
+		}
+		if in.PrivateIP == "" || j.Limit != in.PrivateIP {
+			t.Errorf("configure job %d of %s has limit %q, want the instance's private IP %q", j.ID, id, j.Limit, in.PrivateIP)
+		}
+		if j.Status != want {
+			t.Errorf("configure job %d of %s ended %s, want %s (%s)", j.ID, id, j.Status, want, j.Explanation)
+		}
+	}
+	if n := len(r.awx.Jobs()); n != 2 {
+		t.Errorf("AWX ran %d jobs, want 2: %v", n, jobIDs(r.awx.Jobs()))
+	}
+	if !strings.Contains(failedJob.Stdout, "no-such-node-dir") {
+		t.Errorf("the failed callback job's output does not show the wrong node_dir:\n%s", failedJob.Stdout)
+	}
+
+	// The failed instance: never admitted, nothing placed, tagged, removed.
+	if n := final.nodeByName(victim); n == nil {
+		t.Errorf("the failed instance %s never had a Nomad node", victim)
+	} else if slices.Contains(n.Gates, "admitted") {
+		t.Errorf("the node of %s, whose callback job failed, was admitted (gates %v)", victim, n.Gates)
+	}
+	for _, a := range final.allocs {
+		if a.NodeName == victim {
+			t.Errorf("allocation %s of %s was placed on the instance whose callback job failed", a.ID[:8], a.JobID)
+		}
+	}
+	victimIP := final.instances[victim].PrivateIP
+	tag := r.instanceTags(victim)["nomad-autoscaler:hook-failed"]
+	wantTag := []string{fmt.Sprintf("the callback job of host %q failed", victimIP), fmt.Sprintf("AWX job %d ended failed", failedJob.ID)}
+	if !strings.HasPrefix(tag, "terminate configure: ") || !strings.Contains(tag, wantTag[0]) || !strings.Contains(tag, wantTag[1]) {
+		t.Errorf("tag nomad-autoscaler:hook-failed of %s is %q, want \"terminate configure: ...\" with %q", victim, tag, wantTag)
+	}
+	logs := r.logs()
+	if !hasEntry(logs, "launch hook failed: the instance is removed and the fleet replaces it (on_failure=terminate)", "instance_id="+victim) {
+		t.Errorf("the agent log has no line reporting the failed callback hook of %s", victim)
+	}
+
+	// The replacement: admitted only after its own job succeeded, the
+	// pool's work only after that, monitoring installed by the playbook.
+	repl, rj := final.nodeByName(replacement), jobs[replacement]
+	switch {
+	case repl == nil:
+		t.Errorf("the replacement %s has no Nomad node", replacement)
+	case rj.ID == 0:
+	default:
+		if !slices.Equal(repl.Gates, []string{"pending", "admitted"}) {
+			t.Errorf("node of %s went through gate values %v, want [pending admitted]", replacement, repl.Gates)
+		}
+		if rj.Finished.IsZero() || !repl.Admitted.After(rj.Finished) {
+			t.Errorf("the node of %s was admitted at %s, not after its callback job %d finished at %s",
+				replacement, repl.Admitted.Format("15:04:05.000"), rj.ID, rj.Finished.Format("15:04:05.000"))
+		}
+		if got := fmt.Sprint(rj.ExtraVars["node_dir"]); got != repl.NodeDir || got == "" {
+			t.Errorf("the callback job %d of %s ran with node_dir %q, want the node's %q", rj.ID, replacement, got, repl.NodeDir)
+		}
+	}
+	if n := r.checkNothingPlacedEarly(final); n == 0 {
+		t.Errorf("no allocation of the pool's jobs was checked: nothing ran on the replacement")
+	}
+	r.checkMonitoringOnNodes([]string{replacement})
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !hasEntry(logs, "node admitted: it takes work now", "instance_id="+replacement); logs = r.logs() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !hasEntry(logs, "node admitted: it takes work now", "instance_id="+replacement) {
+		t.Errorf("the agent log has no admission line for %s", replacement)
+	}
+	if lo, hi := final.targetRange(r.began); lo != 1 || hi != 1 {
+		t.Errorf("target capacity ranged %d..%d, want 1 throughout", lo, hi)
+	}
+	if n := len(final.instances); n != 2 {
+		t.Errorf("%d instances ever ran in the fleet, want 2 (the failed one and its replacement)", n)
+	}
+
+	in, gone := final.instances[replacement], final.instances[victim].Gone
+	if repl != nil && rj.ID != 0 && !gone.IsZero() {
+		t.Logf("FIGURES hooks-callback: instance running->callback job created %s; callback job created->finished %s; finished->node admitted (meta at the server) %s; running->admitted %s; failed callback job finished->failed instance gone %s (hook timeout %s); test took %s",
+			rj.Created.Sub(in.Seen).Round(time.Millisecond), rj.Finished.Sub(rj.Created).Round(time.Millisecond),
+			repl.Admitted.Sub(rj.Finished).Round(time.Millisecond), repl.Admitted.Sub(in.Seen).Round(time.Millisecond),
+			gone.Sub(failedJob.Finished).Round(time.Millisecond),
+			hookTimeout, time.Since(r.began).Round(time.Second))
+	}
 }
