@@ -7,9 +7,14 @@ PLUGIN_DIR := $(CURDIR)/plugins
 PLUGINS := $(patsubst %/main.go,%,$(wildcard */main.go))
 E2E_TIMEOUT ?= 60m
 
-.PHONY: all build tools ansible test unit e2e demo lint bench clean
+.PHONY: all help build tools ansible test unit e2e demo lint bench clean
 
+## all: the same as build (the default target)
 all: build
+
+## help: this list: every target with one line
+help:
+	@sed -n 's/^## \([a-z0-9-]*\): /\1\t/p' $(MAKEFILE_LIST) | expand -t 10
 
 ## build: the plugin binaries into plugins/
 build:
@@ -39,9 +44,11 @@ ansible:
 ## test: unit tests (with -race) then end-to-end tests on the local cloud
 test: lint unit e2e
 
+## unit: unit tests only, with -race (no Nomad, moto or agent needed)
 unit:
 	$(GO) test -race -count=1 ./...
 
+## e2e: end-to-end tests only (real Nomad, moto, agent v0.5.0, ansible-playbook); output also in e2e-test.out
 e2e: build tools ansible
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/... 2>&1 | tee e2e-test.out; exit $${PIPESTATUS[0]}
 
@@ -61,5 +68,6 @@ TRACES ?= ../shared/traces
 bench:
 	$(GO) run ./strategy-cpu-target/sim/cmd/simulate -traces $(TRACES) -spot-rate 0.005 -sensitivity alibaba2018 -plots docs/bench -doc docs/benchmark.md
 
+## clean: remove the built binaries and test output
 clean:
 	rm -rf $(BIN) $(PLUGIN_DIR)/target-spotfleet $(PLUGIN_DIR)/strategy-cpu-target $(PLUGIN_DIR)/apm-node e2e-test.out
