@@ -35,6 +35,13 @@ func IsTransient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
+// IsRefused reports whether Nomad refused a call for lack of rights (401 or
+// 403: the caller's ACL token lacks a capability): retrying cannot help.
+func IsRefused(err error) bool {
+	var se interface{ StatusCode() int }
+	return errors.As(err, &se) && (se.StatusCode() == http.StatusUnauthorized || se.StatusCode() == http.StatusForbidden)
+}
+
 // DrainedBy reports whether the drain d carries every key and value of marks,
 // that is whether the caller that set those marks started it.
 func DrainedBy(d *api.DrainMetadata, marks map[string]string) bool {

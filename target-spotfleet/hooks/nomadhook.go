@@ -24,7 +24,7 @@ func (r *Runner) runNomad(ctx context.Context, h *Hook, p *prepared, log hclog.L
 	for {
 		node, err := r.Nomad.NodeInfo(ctx, p.nodeID)
 		switch {
-		case err != nil && nomadRefusal(err):
+		case err != nil && nomadnode.IsRefused(err):
 			return &configError{err: fmt.Errorf("Nomad refused to read node %s (the agent's Nomad token needs node:read): %w", p.nodeID, err)}
 		case err != nil:
 			lastErr = err
@@ -69,7 +69,7 @@ func (r *Runner) runNomad(ctx context.Context, h *Hook, p *prepared, log hclog.L
 			return nil
 		case ctx.Err() != nil && !timedOut(ctx):
 			return ctx.Err()
-		case nomadRefusal(err):
+		case nomadnode.IsRefused(err):
 			return &configError{err: fmt.Errorf("Nomad refused dynamic metadata %v on node %s (the agent's Nomad token needs node:write): %w", sortedKeys(p.meta), p.nodeID, err)}
 		case !nomadnode.IsTransient(err) || ctx.Err() != nil:
 			return fmt.Errorf("setting dynamic metadata %v on node %s: %w", sortedKeys(p.meta), p.nodeID, err)
@@ -79,10 +79,4 @@ func (r *Runner) runNomad(ctx context.Context, h *Hook, p *prepared, log hclog.L
 			return fmt.Errorf("setting dynamic metadata %v on node %s: %w (gave up at the hook's timeout)", sortedKeys(p.meta), p.nodeID, err)
 		}
 	}
-}
-
-// nomadRefusal reports whether Nomad refused a call for lack of rights.
-func nomadRefusal(err error) bool {
-	var coded interface{ StatusCode() int }
-	return errors.As(err, &coded) && (coded.StatusCode() == 401 || coded.StatusCode() == 403)
 }

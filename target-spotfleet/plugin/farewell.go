@@ -134,14 +134,7 @@ type farewellJob struct {
 func (fs *fleetState) startFarewellOnce(id string) bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if fs.prov.farewells == nil {
-		fs.prov.farewells = map[string]bool{}
-	}
-	if fs.prov.farewells[id] {
-		return false
-	}
-	fs.prov.farewells[id] = true
-	return true
+	return firstTime(&fs.prov.farewells, id)
 }
 
 func (fs *fleetState) releaseFarewell(id string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -260,8 +259,7 @@ func (fs *fleetState) removalDue(id string, now time.Time) bool {
 	return true
 }
 
-// provisionDue reports whether the fleet's scan is due, and makes the next
-// one due at once when now is zero (after a scale-out).
+// provisionDue reports whether the fleet's provisioning scan is due.
 func (fs *fleetState) provisionDue(now time.Time) bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -433,13 +431,19 @@ func (t *TargetPlugin) provisionFleet(ctx, bg context.Context, cfg *policyConfig
 func (fs *fleetState) warnUngated(nodeID string) bool {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if fs.prov.ungatedWarned == nil {
-		fs.prov.ungatedWarned = map[string]bool{}
+	return firstTime(&fs.prov.ungatedWarned, nodeID)
+}
+
+// firstTime adds id to the set and reports whether it was not there yet;
+// the caller holds fs.mu.
+func firstTime(set *map[string]bool, id string) bool {
+	if *set == nil {
+		*set = map[string]bool{}
 	}
-	if fs.prov.ungatedWarned[nodeID] {
+	if (*set)[id] {
 		return false
 	}
-	fs.prov.ungatedWarned[nodeID] = true
+	(*set)[id] = true
 	return true
 }
 
@@ -522,7 +526,7 @@ func (t *TargetPlugin) launch(ctx context.Context, log hclog.Logger, cfg *policy
 	if err := t.admit(ctx, log, cfg, n.ID); err != nil {
 		switch {
 		case ctx.Err() != nil:
-		case nomadRefused(err):
+		case nomadnode.IsRefused(err):
 			t.configError(log, fs, in.ID, "admission", fmt.Errorf("Nomad refused the dynamic node metadata (the agent's Nomad token needs node:write): %w", err))
 		case t.now().Sub(since) >= cfg.JoinTimeout:
 			t.hookFailed(ctx, log, cfg, fs, p, in, n, admissionHook(cfg),
@@ -573,15 +577,6 @@ func admissionHook(cfg *policyConfig) *hooks.Hook {
 		h.OnFailure = l.OnFailure
 	}
 	return h
-}
-
-// nomadRefused reports whether Nomad refused a call for lack of rights.
-func nomadRefused(err error) bool {
-	var coded interface{ StatusCode() int }
-	if errors.As(err, &coded) {
-		return coded.StatusCode() == http.StatusUnauthorized || coded.StatusCode() == http.StatusForbidden
-	}
-	return false
 }
 
 func lastHook(hs []*hooks.Hook) *hooks.Hook {
