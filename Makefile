@@ -52,8 +52,8 @@ unit:
 e2e: build tools ansible
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/... 2>&1 | tee e2e-test.out; exit $${PIPESTATUS[0]}
 
-## demo: the local cloud with a load that rises and falls, the fleet following it
-demo: build tools
+## demo: a day in miniature on the local cloud (3-4 min): load, AWX hooks, a failing playbook, a spot interruption; picture in demo-out/
+demo: build tools ansible
 	$(GO) run ./e2e/demo
 
 ## lint: gofmt and go vet (unit and e2e build tags)
@@ -66,7 +66,7 @@ lint:
 ## bench: replay the shared traces under every policy; rewrites docs/benchmark.md and docs/bench/*.svg
 TRACES ?= ../shared/traces
 bench:
-	$(GO) run ./strategy-cpu-target/sim/cmd/simulate -traces $(TRACES) -spot-rate 0.005 -sensitivity alibaba2018 -plots docs/bench -doc docs/benchmark.md
+	$(GO) run ./strategy-cpu-target/sim/cmd/simulate -traces $(TRACES) -spot-rate 0.005 -unplaced -sensitivity alibaba2018 -plots docs/bench -doc docs/benchmark.md
 
 ## clean: remove the built binaries and test output
 clean:

@@ -1,15 +1,21 @@
 # Nomad Autoscaler agent (v0.5.0) configuration for a Spot Fleet of Nomad clients.
-# Copy the three binaries built by `make build` into plugin_dir.
+# Copy the three binaries built by `make build` into plugin_dir. The agent's
+# HTTP API (health, metrics) listens on 127.0.0.1:8080, its default.
 
+# Where the agent finds apm-node, strategy-cpu-target and target-spotfleet.
 plugin_dir = "/opt/nomad-autoscaler/plugins"
 
+# The Nomad API. Plugins inherit the address and token (nomad_* keys), and
+# the agent also reads the jobs' scaling blocks from it (../jobs/web.nomad.hcl).
 nomad {
   address = "http://127.0.0.1:4646"
   # token = "..."  # or NOMAD_TOKEN in the agent's environment; never logged
 }
 
 policy {
+  # The cluster policy files (../policies/spot-pool.hcl).
   dir                         = "/etc/nomad-autoscaler/policies"
+  # For policies that set none, such as a job's scaling block.
   default_evaluation_interval = "10s"
   default_cooldown            = "2m"
 }
@@ -18,7 +24,11 @@ policy {
 apm "apm-node" {
   driver = "apm-node"
   config = {
+    # How often each node's CPU is sampled.
     sample_interval    = "10s"
+    # A node is left out of the figures for this long after it is admitted
+    # (its start-up load is not the pool's); the policy's node_warmup is
+    # this plus sample_interval.
     node_warmup        = "60s"
     # The admission gate's client meta key (the default): nodes that wait for
     # their launch hooks are left out of the average. Same key as the policy's
@@ -27,7 +37,9 @@ apm "apm-node" {
   }
 }
 
-# Holds the pool's average CPU at a target (75% by default).
+# Holds an average CPU at a target (75% by default): the pool's in the
+# cluster policy, a task group's in a job's scaling block. It takes no
+# settings here; each check's strategy block has them.
 strategy "strategy-cpu-target" {
   driver = "strategy-cpu-target"
 }
@@ -36,6 +48,7 @@ strategy "strategy-cpu-target" {
 target "spotfleet" {
   driver = "target-spotfleet"
   config = {
+    # The region of the Spot Fleet request and of the interruption queue.
     aws_region = "eu-west-1"
     # Credentials: the default chain (environment, shared files, instance
     # profile) unless one of these is set:

@@ -262,18 +262,6 @@ func TestInterruptionInfraSamplesAgree(t *testing.T) {
 	if want := "https://sqs." + region + ".amazonaws.com/" + account + "/" + name; m[1] != want {
 		t.Errorf("agent.hcl: interruption_queue_url is %s, want the sample queue %s", m[1], want)
 	}
-
-	// The Terraform file creates the same rules.
-	tf := readSample(t, "infra/interruptions.tf")
-	for _, want := range []string{`resource "aws_sqs_queue"`, `resource "aws_sqs_queue_policy"`, `resource "aws_cloudwatch_event_rule"`,
-		`resource "aws_cloudwatch_event_target"`, `"events.amazonaws.com"`, `"aws:SourceArn"`,
-		localcloud.SpotInterruptionDetailType, localcloud.RebalanceDetailType, localcloud.StateChangeDetailType,
-		`state = ["stopping", "stopped", "shutting-down", "terminated"]`,
-		`message_retention_seconds = ` + queue.Attributes["MessageRetentionPeriod"],
-		`visibility_timeout_seconds = ` + queue.Attributes["VisibilityTimeout"],
-		`receive_wait_time_seconds  = ` + queue.Attributes["ReceiveMessageWaitTimeSeconds"]} {
-		if !strings.Contains(tf, want) {
-			t.Errorf("interruptions.tf does not contain %s", want)
-		}
-	}
+	// The Terraform files are compared with these samples in
+	// samples_infra_tf_test.go.
 }

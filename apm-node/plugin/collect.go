@@ -36,8 +36,15 @@ type collector struct {
 	api    nomadAPI
 	nodes  *nodeReader   // full node reads: admission gate and warm-up start
 	warmup time.Duration // 0: no warm-up
-	run    runner
-	now    func() time.Time
+	// countWarmup is how long target-spotfleet leaves an admitted node out
+	// of its count (its node_warmup: warmup + sample_interval, 0 without a
+	// warm-up); the unplaced figure adds such nodes back.
+	countWarmup time.Duration
+	// unplaced: what unplaced_nodes remembers between samples (warnings
+	// given, the stall guard, jobs read).
+	unplaced unplacedMemory
+	run      runner
+	now      func() time.Time
 }
 
 // collect takes one sample: it lists the pool, leaves out the nodes that do
@@ -46,6 +53,9 @@ type collector struct {
 // draining (from the node list), admitted by its admission gate (from its
 // meta) and past its warm-up.
 func (c *collector) collect(ctx context.Context, q query, log hclog.Logger) outcome {
+	if q.metric == metricUnplacedNodes {
+		return c.collectUnplaced(ctx, q, log)
+	}
 	start := c.now()
 
 	nodes, err := c.api.Nodes(ctx)

@@ -20,10 +20,25 @@ type config struct {
 	gate nomadnode.Gate
 }
 
+// configKeys are the plugin's own keys in the agent's config block, in the
+// order docs/reference/apm-node.md lists them. parseConfig reads only these
+// (a key missing here is never read), and the reference test checks the
+// documentation against this list.
+var configKeys = []string{
+	configKeySampleInterval, configKeySampleRetention, configKeyNodeWarmup,
+	configKeyConcurrency, configKeyRequestTimeout, configKeyAdmissionMetaKey,
+}
+
 // parseConfig reads the plugin's keys from the agent's config block; keys it
 // does not own (nomad_* and the like) are ignored. Errors name the key, the
 // bad value and what is accepted.
-func parseConfig(raw map[string]string) (config, error) {
+func parseConfig(agentConfig map[string]string) (config, error) {
+	raw := make(map[string]string, len(configKeys))
+	for _, k := range configKeys {
+		if v, ok := agentConfig[k]; ok {
+			raw[k] = v
+		}
+	}
 	cfg := config{
 		sampleInterval:  defaultSampleInterval,
 		sampleRetention: defaultSampleRetention,

@@ -25,6 +25,9 @@ type fakeNomad struct {
 	hostStats  map[string]*api.HostStats
 	allocs     []*api.AllocationListStub
 	allocStats map[string]*api.AllocResourceUsage
+	evals      []*api.Evaluation
+	jobs       map[string]*api.Job        // by "namespace/id"
+	summaries  map[string]*api.JobSummary // by "namespace/id"
 	fail       map[string]error
 	calls      map[string]int
 }
@@ -34,6 +37,8 @@ func newFakeNomad() *fakeNomad {
 		info:       map[string]*api.Node{},
 		hostStats:  map[string]*api.HostStats{},
 		allocStats: map[string]*api.AllocResourceUsage{},
+		jobs:       map[string]*api.Job{},
+		summaries:  map[string]*api.JobSummary{},
 		fail:       map[string]error{},
 		calls:      map[string]int{},
 	}
@@ -98,6 +103,80 @@ func (f *fakeNomad) AllocStats(ctx context.Context, id string) (*api.AllocResour
 	}
 	return s, nil
 }
+
+// BlockedEvaluations returns the blocked evaluations, as the server's
+// filtered list does: evaluations of other statuses are not listed.
+func (f *fakeNomad) BlockedEvaluations(ctx context.Context) ([]*api.Evaluation, error) {
+	if err := f.call("BlockedEvaluations"); err != nil {
+		return nil, err
+	}
+	var out []*api.Evaluation
+	for _, e := range f.evals {
+		if e.Status == api.EvalStatusBlocked {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// JobSummary answers errJobGone for a job it does not know, as the client
+// does for Nomad's 404 "job not found".
+func (f *fakeNomad) JobSummary(ctx context.Context, namespace, id string) (*api.JobSummary, error) {
+	if err := f.call("JobSummary:" + namespace + "/" + id); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.summaries[namespace+"/"+id]
+	if !ok {
+		return nil, errJobGone
+	}
+	return s, nil
+}
+
+// Job answers errJobGone for a job it does not know.
+func (f *fakeNomad) Job(ctx context.Context, namespace, id string) (*api.Job, error) {
+	if err := f.call("Job:" + namespace + "/" + id); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.jobs[namespace+"/"+id]
+	if !ok {
+		return nil, errJobGone
+	}
+	return j, nil
+}
+
+// addJob registers a service job in dc1 and the default node pool with one
+// task group of one task asking cpu MHz and mem MB, and a blocked
+// evaluation with queued of its allocations unplaced, as Nomad records
+// them: the blocked eval names the group in FailedTGAllocs and the summary
+// counts them as Queued. It returns the job to adjust.
+func (f *fakeNomad) addJob(ns, id string, count, queued, cpu, mem int) *api.Job {
+	job := &api.Job{
+		ID: pointer(id), Namespace: pointer(ns), Type: pointer(api.JobTypeService),
+		Datacenters: []string{"dc1"}, NodePool: pointer(api.NodePoolDefault), Stop: pointer(false),
+		TaskGroups: []*api.TaskGroup{{
+			Name: pointer("web"), Count: pointer(count),
+			Tasks: []*api.Task{{Name: "main", Driver: "raw_exec",
+				Resources: &api.Resources{CPU: pointer(cpu), MemoryMB: pointer(mem)}}},
+		}},
+	}
+	f.jobs[ns+"/"+id] = job
+	f.summaries[ns+"/"+id] = &api.JobSummary{JobID: id, Namespace: ns,
+		Summary: map[string]api.TaskGroupSummary{"web": {Queued: queued, Running: count - queued}}}
+	if queued > 0 {
+		f.evals = append(f.evals, &api.Evaluation{
+			ID: "eval-" + id, Namespace: ns, JobID: id, Type: api.JobTypeService, Status: api.EvalStatusBlocked,
+			FailedTGAllocs: map[string]*api.AllocationMetric{"web": {NodesEvaluated: 1, NodesExhausted: 1,
+				DimensionExhausted: map[string]int{"cpu": 1}, CoalescedFailures: queued - 1}},
+		})
+	}
+	return job
+}
+
+func pointer[T any](v T) *T { return &v }
 
 // addNode adds a ready, eligible node of the given class with cpu MHz
 // (100 reserved) and 4 GiB of memory (256 MiB reserved), ready since since.
@@ -199,8 +278,11 @@ func newTestCollector(f *fakeNomad, clock *fakeClock, warm time.Duration) *colle
 		api:    f,
 		nodes:  newNodeReader(f, nomadnode.Gate{}),
 		warmup: warm,
-		run:    newLimiter(4).run,
-		now:    clock.now,
+		// target-spotfleet's node_warmup as docs/hooks.md sets it, with
+		// the default sample_interval.
+		countWarmup: countWarmup(config{nodeWarmup: warm, sampleInterval: defaultSampleInterval}),
+		run:         newLimiter(4).run,
+		now:         clock.now,
 	}
 }
 

@@ -79,6 +79,10 @@ type nodeFacts struct {
 	// names that moment for logs ("ready and eligible", "admitted").
 	since time.Time
 	what  string
+	// meta and attrs are the node's meta and attributes, for the
+	// constraints of unplaced work.
+	meta  map[string]string
+	attrs map[string]string
 }
 
 func newNodeReader(nomad nomadAPI, gate nomadnode.Gate) *nodeReader {
@@ -118,7 +122,8 @@ func (r *nodeReader) factsOf(ctx context.Context, n *api.NodeListStub) (nodeFact
 	if err != nil {
 		return nodeFacts{}, err
 	}
-	facts := nodeFacts{gateReason: r.gate.Reason(node.Meta), since: warmupStart(node), what: "ready and eligible"}
+	facts := nodeFacts{gateReason: r.gate.Reason(node.Meta), since: warmupStart(node), what: "ready and eligible",
+		meta: node.Meta, attrs: node.Attributes}
 	if at, ok := admittedAt(node.Meta, r.gate); ok && at.After(facts.since) {
 		facts.since, facts.what = at, "admitted"
 	}

@@ -27,11 +27,27 @@ type nomadAPI interface {
 	// AllocStats reads the resource usage of one allocation from its client.
 	// It returns errAllocGone when the client no longer knows it.
 	AllocStats(ctx context.Context, allocID string) (*api.AllocResourceUsage, error)
+	// BlockedEvaluations lists the blocked evaluations of every namespace:
+	// the jobs with allocations the scheduler could not place.
+	BlockedEvaluations(ctx context.Context) ([]*api.Evaluation, error)
+	// JobSummary reads a job's summary (queued allocations per task group).
+	// It returns errJobGone when Nomad no longer knows the job.
+	JobSummary(ctx context.Context, namespace, jobID string) (*api.JobSummary, error)
+	// Job reads a job's latest version. It returns errJobGone when Nomad no
+	// longer knows the job.
+	Job(ctx context.Context, namespace, jobID string) (*api.Job, error)
 }
 
 // errAllocGone marks an allocation that stopped between listing and reading
 // its stats: it uses nothing any more, which is not a failure to read.
 var errAllocGone = errors.New("allocation is no longer on its client")
+
+// errJobGone marks a job purged since its blocked evaluation was listed: it
+// asks for nothing any more, which is not a failure to read.
+var errJobGone = errors.New("job is no longer known to Nomad")
+
+// blockedEvalFilter asks the server for blocked evaluations only.
+const blockedEvalFilter = `Status == "blocked"`
 
 // liveAllocFilter asks the server for live allocations only, so the list does
 // not carry every terminal allocation that has not been garbage collected.
@@ -124,6 +140,57 @@ func (c *nomadClient) AllocStats(ctx context.Context, allocID string) (*api.Allo
 		return nil, c.wrap(err, "reading stats of allocation "+allocID)
 	}
 	return usage, nil
+}
+
+// BlockedEvaluations implements nomadAPI.
+func (c *nomadClient) BlockedEvaluations(ctx context.Context) ([]*api.Evaluation, error) {
+	q, cancel := c.options(ctx)
+	defer cancel()
+	q.Namespace = "*"
+	q.Filter = blockedEvalFilter
+	evals, _, err := c.client.Evaluations().List(q)
+	if err != nil {
+		return nil, c.wrap(err, "listing blocked evaluations")
+	}
+	return evals, nil
+}
+
+// JobSummary implements nomadAPI.
+func (c *nomadClient) JobSummary(ctx context.Context, namespace, jobID string) (*api.JobSummary, error) {
+	q, cancel := c.options(ctx)
+	defer cancel()
+	q.Namespace = namespace
+	summary, _, err := c.client.Jobs().Summary(jobID, q)
+	if err != nil {
+		if jobNotFound(err) {
+			return nil, errJobGone
+		}
+		return nil, c.wrap(err, fmt.Sprintf("reading the summary of job %q in namespace %q", jobID, namespace))
+	}
+	return summary, nil
+}
+
+// Job implements nomadAPI.
+func (c *nomadClient) Job(ctx context.Context, namespace, jobID string) (*api.Job, error) {
+	q, cancel := c.options(ctx)
+	defer cancel()
+	q.Namespace = namespace
+	job, _, err := c.client.Jobs().Info(jobID, q)
+	if err != nil {
+		if jobNotFound(err) {
+			return nil, errJobGone
+		}
+		return nil, c.wrap(err, fmt.Sprintf("reading job %q in namespace %q", jobID, namespace))
+	}
+	return job, nil
+}
+
+// jobNotFound reports whether err is Nomad's 404 "job not found"; other 404s
+// (a proxy, a wrong path) are real failures.
+func jobNotFound(err error) bool {
+	var re api.UnexpectedResponseError
+	return errors.As(err, &re) && re.StatusCode() == http.StatusNotFound &&
+		strings.Contains(strings.ToLower(re.Body()), "job not found")
 }
 
 // wrap adds what was being attempted to err and scrubs the ACL token from

@@ -1,6 +1,8 @@
 // Package plugin implements apm-node, a Nomad Autoscaler APM plugin that
 // reports the CPU (and memory) actually used by a pool of Nomad client
-// nodes, read from Nomad itself and sampled into a time series.
+// nodes, and the nodes the pool lacks for the allocations Nomad could not
+// place (unplaced_nodes), read from Nomad itself and sampled into a time
+// series.
 package plugin
 
 import (
@@ -89,7 +91,8 @@ func (p *APMPlugin) SetConfig(raw map[string]string) error {
 	}
 
 	run := newLimiter(cfg.concurrency).run
-	coll := &collector{api: nomad, nodes: newNodeReader(nomad, cfg.gate), warmup: cfg.nodeWarmup, run: run, now: p.now}
+	coll := &collector{api: nomad, nodes: newNodeReader(nomad, cfg.gate), warmup: cfg.nodeWarmup,
+		countWarmup: countWarmup(cfg), run: run, now: p.now}
 	set := newSamplerSet(coll, cfg, p.logger)
 
 	p.mu.Lock()
@@ -105,6 +108,16 @@ func (p *APMPlugin) SetConfig(raw map[string]string) error {
 		configKeyConcurrency, cfg.concurrency, configKeyRequestTimeout, cfg.requestTimeout,
 		configKeyAdmissionMetaKey, cfg.gate.MetaKey())
 	return nil
+}
+
+// countWarmup is target-spotfleet's node_warmup as docs/hooks.md sets it:
+// apm-node's node_warmup plus its sample_interval, 0 when apm-node has no
+// warm-up (see uncountedWarming).
+func countWarmup(cfg config) time.Duration {
+	if cfg.nodeWarmup <= 0 {
+		return 0
+	}
+	return cfg.nodeWarmup + cfg.sampleInterval
 }
 
 // newNomadAPI builds the Nomad API client from the agent's nomad_* keys.

@@ -15,6 +15,10 @@ const (
 	metricWorkloadMemory  = "workload_memory"
 	metricAllocatedCPU    = "allocated_cpu"
 	metricAllocatedMemory = "allocated_memory"
+	// metricUnplacedNodes is the number of empty pool nodes the allocations
+	// waiting unplaced need (see unplaced.go): one figure for the pool, so
+	// it takes no aggregate=.
+	metricUnplacedNodes = "unplaced_nodes"
 )
 
 // Query keys that follow the metric as key=value words.
@@ -28,12 +32,13 @@ const (
 // queryForm is quoted in every parse error so the operator sees the whole
 // grammar next to what was wrong.
 const queryForm = `"<metric> [node_class=<class>[,<class>...]] [datacenter=<dc>[,<dc>...]] ` +
-	`[node_pool=<pool>[,<pool>...]] [aggregate=mean|max|p<1-100>]"`
+	`[node_pool=<pool>[,<pool>...]] [aggregate=mean|max|p<1-100>]" (no aggregate= for unplaced_nodes)`
 
 var (
 	acceptedMetrics = []string{
 		metricHostCPU, metricWorkloadCPU, metricAllocatedCPU,
 		metricHostMemory, metricWorkloadMemory, metricAllocatedMemory,
+		metricUnplacedNodes,
 	}
 	acceptedKeys = []string{queryKeyNodeClass, queryKeyDatacenter, queryKeyNodePool, queryKeyAggregate}
 )
@@ -85,7 +90,9 @@ func (q query) String() string {
 			fmt.Fprintf(&b, " %s=%s", kv.key, strings.Join(kv.values, ","))
 		}
 	}
-	fmt.Fprintf(&b, " %s=%s", queryKeyAggregate, q.aggregate)
+	if q.metric != metricUnplacedNodes {
+		fmt.Fprintf(&b, " %s=%s", queryKeyAggregate, q.aggregate)
+	}
 	return b.String()
 }
 
@@ -120,6 +127,10 @@ func parseQuery(text string) (query, error) {
 		}
 		seen[key] = true
 
+		if key == queryKeyAggregate && q.metric == metricUnplacedNodes {
+			return query{}, queryError(text, "aggregate=%q does not apply to %s: it is one figure for the whole pool, "+
+				"not a figure per node; leave aggregate out", value, metricUnplacedNodes)
+		}
 		if key == queryKeyAggregate {
 			agg, err := parseAggregation(value)
 			if err != nil {

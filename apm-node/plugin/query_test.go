@@ -14,6 +14,11 @@ func TestParseQueryAcceptsEachForm(t *testing.T) {
 		canonical string
 	}{
 		{
+			name:      "unplaced nodes of a pool carry no aggregate",
+			text:      "unplaced_nodes  node_pool=spot node_class=spot",
+			canonical: "unplaced_nodes node_class=spot node_pool=spot",
+		},
+		{
 			name:      "metric alone means every node and the mean",
 			text:      "workload_cpu",
 			canonical: "workload_cpu aggregate=mean",
@@ -81,6 +86,8 @@ func TestParseQueryErrorsNameTheWrongPart(t *testing.T) {
 		{name: "percentile zero", text: "workload_cpu aggregate=p0", want: []string{`aggregate="p0"`}},
 		{name: "percentile above 100", text: "workload_cpu aggregate=p101", want: []string{`aggregate="p101"`}},
 		{name: "percentile not a number", text: "workload_cpu aggregate=pX", want: []string{`aggregate="pX"`}},
+		{name: "aggregate of unplaced nodes", text: "unplaced_nodes node_class=spot aggregate=max",
+			want: []string{`aggregate="max" does not apply to unplaced_nodes`, "one figure for the whole pool", "leave aggregate out"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

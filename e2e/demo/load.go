@@ -24,7 +24,8 @@ const (
 	burnPeriod  = 100 * time.Millisecond
 )
 
-// burnerJob is a service job of count raw_exec tasks on the pool, each
+// burnerJob is a service job of count raw_exec tasks on the pool's admitted
+// nodes, each
 // running this binary as a burner that uses share of one core. Updates
 // have max_parallel = 0 (no deployment, so the count can change at any
 // time) and migrations are quick, so drains finish well inside the target's
@@ -33,6 +34,9 @@ func burnerJob(exe string, count int, share float64) *api.Job {
 	job := api.NewServiceJob(loadJobID, loadJobID, "global", 50)
 	job.Datacenters = []string{localcloud.DefaultDatacenter}
 	job.Constrain(api.NewConstraint("${node.class}", "=", nodeClass))
+	// The admission gate (docs/hooks.md): only nodes whose launch hooks
+	// succeeded take the pool's work.
+	job.Constrain(api.NewConstraint("${meta."+gateKey+"}", "=", "admitted"))
 	job.Update = &api.UpdateStrategy{MaxParallel: ptr(0)}
 	tg := api.NewTaskGroup(loadGroup, count)
 	tg.Migrate = &api.MigrateStrategy{MaxParallel: ptr(4), HealthCheck: ptr("task_states"),

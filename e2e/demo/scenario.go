@@ -2,21 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
-// step is one level of the load: the burner count is set, then the step
-// lasts at least Min and ends once Goal holds and the fleet has been steady
-// (target = running = ready nodes, no drain) for settleFor. A fleet that
-// stays steady for giveUpAfter without reaching the goal ends the step too
-// (the final verdict decides whether that matters), and so does Max.
+// step is one level of the load: the burner count is set (and Begin, when
+// set, runs: the demo's fault or interruption), then the step lasts at
+// least Min and ends once Goal holds and the fleet has been steady (target
+// = running = admitted ready nodes, nothing configuring or draining) for
+// settleFor. A fleet that stays steady for giveUpAfter without reaching the
+// goal ends the step too (the promises at the end decide whether that
+// matters), and so does Max.
 type step struct {
 	Name     string
+	Story    string // what the step stands for in the day
 	Burners  int
-	Goal     func(snapshot) bool // nil: no goal beyond being steady
+	Begin    func(ctx context.Context, d *demo) error
+	Goal     func(d *demo, s snapshot) bool // nil: no goal beyond being steady
 	GoalText string
 	Min, Max time.Duration
 }
@@ -32,40 +34,80 @@ const giveUpAfter = 45 * time.Second
 // startNodes is the fleet's initial target capacity.
 const startNodes = 1
 
-// steps is the load profile: up in two steps, then down in two.
+// steps is the day in miniature: a quiet night, the morning rise (whose
+// first new node's playbook fails), the midday spike, a spot interruption
+// at the spike's height, and the evening fall back to the minimum.
 //
 // With burners of ~43% of a node and a 75% target (config.go) the expected
-// course is 1 node → 3 (4 burners: 171% on 1 node) → 5 (8 burners) → 2
-// (3 burners: 26% on 5 nodes, 64% on 2) → 1 (1 burner). The goals are a
-// little looser than that, so measurement noise on a shared host changes
-// the path, never the outcome the demo checks.
+// course is 1 node → 3 (4 burners: 171% on 1 node; one of the two new
+// instances fails its playbook and is replaced) → 5 (8 burners) → one of
+// the 5 interrupted and replaced → 1 (1 burner). The goals are a little
+// looser than that, so measurement noise on a shared host changes the
+// path, never the outcome the demo checks.
 var steps = []step{
-	{Name: "baseline", Burners: 1, Min: 15 * time.Second, Max: 15 * time.Second},
-	{Name: "rise", Burners: 4, Goal: func(s snapshot) bool { return s.Target >= startNodes+2 },
-		GoalText: "the fleet has grown to at least 3 nodes", Min: 20 * time.Second, Max: 100 * time.Second},
-	{Name: "peak", Burners: 8, Goal: func(s snapshot) bool { return s.Target >= 4 },
-		GoalText: "the fleet has grown to at least 4 nodes", Min: 20 * time.Second, Max: 100 * time.Second},
-	{Name: "fall", Burners: 3, Goal: func(s snapshot) bool { return s.Target <= 2 },
-		GoalText: "the fleet has shrunk to 2 nodes or fewer", Min: 20 * time.Second, Max: 100 * time.Second},
-	{Name: "quiet", Burners: 1, Goal: func(s snapshot) bool { return s.Target == 1 },
-		GoalText: "the fleet is back to 1 node", Min: 20 * time.Second, Max: 100 * time.Second},
+	{Name: "baseline", Story: "night: one burner on the first node", Burners: 1, Min: 15 * time.Second, Max: 15 * time.Second},
+	{Name: "rise", Story: "morning: the load quadruples; the next playbook is armed to fail", Burners: 4,
+		Begin: func(_ context.Context, d *demo) error { return d.awx.armFault() },
+		Goal: func(d *demo, s snapshot) bool {
+			return s.Target >= startNodes+2 && !d.awx.faultArmed() && d.faultReplaced()
+		},
+		GoalText: "the fleet has grown to at least 3 admitted nodes and the maintain fleet's replacement of the failed instance is admitted", Min: 20 * time.Second, Max: 120 * time.Second},
+	{Name: "spike", Story: "midday: the load doubles again", Burners: 8,
+		Goal:     func(_ *demo, s snapshot) bool { return s.HaveCPU && s.CPU <= targetCPU*(1+tolerance) },
+		GoalText: fmt.Sprintf("the fleet holds the load at or below the target plus tolerance (%.2f%%)", targetCPU*(1+tolerance)),
+		Min:      15 * time.Second, Max: 100 * time.Second},
+	{Name: "interruption", Story: "EC2 reclaims a spot instance at the spike's height", Burners: 8,
+		Begin: func(ctx context.Context, d *demo) error { return d.interrupt(ctx) },
+		Goal: func(d *demo, s snapshot) bool {
+			irq := d.rec.interruption()
+			return !irq.Terminated.IsZero()
+		},
+		GoalText: "the interrupted instance is gone and its replacement serves", Max: interruptionNotice + 60*time.Second},
+	{Name: "fall", Story: "evening: back to one burner", Burners: 1, Goal: func(_ *demo, s snapshot) bool { return s.Target == policyMin },
+		GoalText: "the fleet is back to its minimum of 1 node", Min: 20 * time.Second, Max: 120 * time.Second},
 }
 
+// tolerance is strategy-cpu-target's default tolerance: it scales out above
+// target × (1 + tolerance).
+const tolerance = 0.05
+
+// faultReplaced reports whether the maintain fleet's replacement of the
+// instance whose playbook failed has been admitted.
+func (d *demo) faultReplaced() bool {
+	h := d.rec.history(d.start, time.Now())
+	for inst := range h.HookRemoved {
+		repl, _ := failedReplacement(h, inst)
+		if n, ok := h.nodeOf(repl); repl != "" && ok && !n.Admitted.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// burners is "1 burner" or "n burners".
+func burners(n int) string { return plural(n, "burner") }
+
 // runSteps applies the load profile and waits for the fleet after each step.
-func runSteps(ctx context.Context, tl *timeline, rec *record, l load, cores int) error {
+func (d *demo) runSteps(ctx context.Context, l load, cores int) error {
 	for i, st := range steps {
-		if i > 0 {
+		if i > 0 && st.Burners != steps[i-1].Burners {
 			if err := l.scale(ctx, st.Burners); err != nil {
 				return err
 			}
 		}
-		tl.printf("load", "%s: %d burner(s), %.0f%% of one node's schedulable CPU in all",
-			st.Name, st.Burners, float64(st.Burners)*burnerPercent(cores))
-		if err := waitStep(ctx, tl, rec, st); err != nil {
+		d.rec.addMark(time.Now(), markLoad, fmt.Sprintf("%s: %s", st.Name, burners(st.Burners)))
+		d.tl.printf("load", "%s — %s: %s, %.0f%% of one node's schedulable CPU in all (%s hold that at or below %d%%)",
+			st.Name, st.Story, burners(st.Burners), float64(st.Burners)*burnerPercent(cores), plural(nodesFor(st.Burners, burnerPercent(cores)), "node"), targetCPU)
+		if st.Begin != nil {
+			if err := st.Begin(ctx, d); err != nil {
+				return fmt.Errorf("step %q: %w", st.Name, err)
+			}
+		}
+		if err := waitStep(ctx, d, st); err != nil {
 			return err
 		}
-		if st.Name == "peak" {
-			if s := rec.summary(); s.PeakTarget < startNodes+2 {
+		if st.Name == "spike" {
+			if s := d.rec.summary(); s.PeakTarget < startNodes+2 {
 				return fmt.Errorf("the fleet did not grow by 2 nodes: its target peaked at %d (started at %d)", s.PeakTarget, startNodes)
 			}
 		}
@@ -74,12 +116,13 @@ func runSteps(ctx context.Context, tl *timeline, rec *record, l load, cores int)
 }
 
 // waitStep waits until the step may end.
-func waitStep(ctx context.Context, tl *timeline, rec *record, st step) error {
+func waitStep(ctx context.Context, d *demo, st step) error {
+	tl, rec := d.tl, d.rec
 	begin := time.Now()
 	for {
 		s, ok := rec.latest()
 		done := ok && s.At.After(begin) && time.Since(begin) >= st.Min &&
-			(st.Goal == nil || st.Goal(s)) && s.steady() && s.At.Sub(s.TargetSince) >= settleFor
+			(st.Goal == nil || st.Goal(d, s)) && s.steady() && s.At.Sub(s.TargetSince) >= settleFor
 		if done {
 			if st.GoalText != "" {
 				tl.printf("load", "%s: done after %s: %s (target %d, %d ready)", st.Name,
@@ -123,44 +166,5 @@ func waitSteady(ctx context.Context, rec *record, timeout time.Duration) snapsho
 			return s
 		}
 		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// verdict checks what the demo must show and returns every failure.
-func verdict(s summary) error {
-	var errs []string
-	if len(s.Lost) > 0 {
-		errs = append(errs, fmt.Sprintf("%d allocation(s) lost: %s", len(s.Lost), strings.Join(s.Lost, "; ")))
-	}
-	if s.PeakTarget < startNodes+2 || s.ScaleOuts == 0 {
-		errs = append(errs, fmt.Sprintf("the fleet did not grow by at least 2 nodes (peak target %d, %d scale-outs)", s.PeakTarget, s.ScaleOuts))
-	}
-	if s.Last.Target > 2 || s.ScaleIns == 0 {
-		errs = append(errs, fmt.Sprintf("the fleet did not shrink back to 1 or 2 nodes (target %d at the end, %d scale-ins)", s.Last.Target, s.ScaleIns))
-	}
-	if !s.Last.steady() {
-		errs = append(errs, fmt.Sprintf("the fleet is not steady at the end: target %d, running instances %d, ready nodes %d, draining %d",
-			s.Last.Target, s.Last.Running, s.Last.Ready, s.Last.Draining))
-	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-// printSummary writes the end of the timeline.
-func printSummary(tl *timeline, s summary) {
-	tl.printf("summary", "peak %d ready nodes (fleet target %d); %d scale-outs and %d scale-ins done by target-spotfleet",
-		s.PeakReady, s.PeakTarget, s.ScaleOuts, s.ScaleIns)
-	tl.printf("summary", "strategy asked %d times to scale out and %d times to scale in; the agent sent %d actions and held %d back (cooldown)",
-		s.DecisionsOut, s.DecisionsIn, s.Dispatched, s.HeldBack)
-	tl.printf("summary", "nodes joined %d, went down %d; allocations lost: %d", s.Joined, s.Left, len(s.Lost))
-	tl.printf("summary", "end: fleet target %d, running instances %d, ready nodes %d",
-		s.Last.Target, s.Last.Running, s.Last.Ready)
-	for _, e := range s.AgentErrors {
-		tl.printf("summary", "agent error seen: %s", e)
-	}
-	for _, p := range s.CloudProblems {
-		tl.printf("summary", "local cloud problem seen: %s", p)
 	}
 }

@@ -190,6 +190,10 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 			c.mu.Unlock()
 			return nil, fmt.Errorf("localcloud: %w", err)
 		}
+		// On stop the agent is signalled alone first: it shuts its plugins
+		// down, which removes their sockets (/tmp/pluginNNNN); killing
+		// the whole tree at once would leave them behind.
+		p.rootFirst = agentStopFirst
 		a.proc = p
 		c.autoscalers = append(c.autoscalers, a)
 		c.started = append(c.started, p.pid())
@@ -284,6 +288,10 @@ func (a *Autoscaler) waitLine(ctx context.Context, what string, match func(strin
 		}
 	}
 }
+
+// agentStopFirst is how long Stop lets the agent stop its plugins before
+// the rest of its process tree is stopped.
+const agentStopFirst = 3 * time.Second
 
 // Stop stops the agent and its plugin processes (idempotent).
 func (a *Autoscaler) Stop() error {

@@ -73,6 +73,9 @@ type client struct {
 	managed    bool // started by the reconciler, which may also stop it
 	stopping   bool
 	stopDone   chan struct{} // closed when a stop has finished
+	// stopErr is set when a stop left processes running: the client is
+	// kept (Clients lists it) and later stops return this error.
+	stopErr error
 }
 
 var clientSeq atomic.Int64
@@ -246,7 +249,9 @@ func (c *Cloud) startClient(_ context.Context, instanceID string, opts ClientOpt
 // StopClient stops the client agent of instanceID with its whole process tree
 // (agent, logmon, executors, tasks), unmounts what it mounted below its data
 // dir, removes the dir and its cgroups. Stopping an unknown or already
-// stopped client is not an error.
+// stopped client is not an error. A client whose processes would not stop
+// is not forgotten: Clients and ClientPID still list it, an
+// EventClientFailed says so, and every later stop returns the error.
 func (c *Cloud) StopClient(instanceID string) error {
 	return c.stopClient(instanceID, "stopped")
 }
@@ -258,9 +263,15 @@ func (c *Cloud) stopClient(instanceID, reason string) error {
 		c.mu.Unlock()
 		return nil
 	}
-	if cl.stopping { // another caller is stopping it: wait for that
+	if cl.stopErr != nil { // its processes would not stop: reported already
+		err := cl.stopErr
 		c.mu.Unlock()
-		<-cl.stopDone
+		return err
+	}
+	if cl.stopping { // another caller is stopping it: wait for that
+		done := cl.stopDone
+		c.mu.Unlock()
+		<-done
 		return nil
 	}
 	cl.stopping = true
@@ -269,8 +280,9 @@ func (c *Cloud) stopClient(instanceID, reason string) error {
 
 	start := time.Now()
 	var errs []error
-	if err := cl.proc.stop(5 * time.Second); err != nil {
-		errs = append(errs, err)
+	procErr := cl.proc.stop(5 * time.Second)
+	if procErr != nil {
+		errs = append(errs, procErr)
 	}
 	_ = os.Remove(cl.link)
 	if err := removeDataDir(cl.dir); err != nil {
@@ -278,6 +290,17 @@ func (c *Cloud) stopClient(instanceID, reason string) error {
 	}
 	removeCgroups(cl.cgroup)
 
+	if procErr != nil {
+		// Some of its processes still run: keep the client listed
+		// (Clients, ClientPID) rather than forget it, and say so.
+		err := fmt.Errorf("localcloud: stop client %s: %w", instanceID, errors.Join(errs...))
+		c.mu.Lock()
+		cl.stopping, cl.stopErr = false, err
+		c.mu.Unlock()
+		c.record(Event{Kind: EventClientFailed, InstanceID: instanceID,
+			Message: fmt.Sprintf("%s: its client agent (pid=%d) did not stop: %v", reason, cl.proc.pid(), procErr)})
+		return err
+	}
 	c.mu.Lock()
 	delete(c.clients, instanceID)
 	c.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -154,6 +155,15 @@ func Alive(pid int) bool {
 // SIGTERM, waits up to grace (collecting processes spawned meanwhile), then
 // sends SIGKILL to the rest and waits for them to go.
 func killTree(root procKey, grace time.Duration) ([]string, error) {
+	return killTreeRootFirst(root, 0, grace)
+}
+
+// killTreeRootFirst is killTree that, when rootFirst > 0, first sends
+// SIGTERM to the root alone and gives it up to rootFirst to stop its own
+// children (the autoscaler agent shuts its plugins down, which removes
+// their sockets in /tmp); whatever is left of the tree, collected before
+// and meanwhile, is then stopped as killTree does.
+func killTreeRootFirst(root procKey, rootFirst, grace time.Duration) ([]string, error) {
 	known := map[procKey]bool{}
 	collect := func() {
 		var roots []procKey
@@ -195,17 +205,32 @@ func killTree(root procKey, grace time.Duration) ([]string, error) {
 	}
 
 	collect()
+	if rootFirst > 0 && root.alive() {
+		_ = syscall.Kill(root.pid, syscall.SIGTERM)
+		deadline := time.Now().Add(rootFirst)
+		for time.Now().Before(deadline) && root.alive() {
+			time.Sleep(100 * time.Millisecond)
+			collect()
+		}
+		collect()
+	}
 	keys := make([]procKey, 0, len(known))
 	for k := range known {
 		keys = append(keys, k)
 	}
 	cgroups := cgroupDirsOf(keys)
+	// go-plugin servers (the agent's plugins, a Nomad client's logmon and
+	// executors) die of SIGTERM without removing their /tmp/pluginNNNN
+	// sockets: note them now, remove them once the tree is gone.
+	sockets := pluginSockets(keys)
 	signalAll(syscall.SIGTERM)
 	if wait(grace, syscall.SIGTERM) {
+		removeSockets(sockets)
 		return cgroups, nil
 	}
 	signalAll(syscall.SIGKILL)
 	if wait(5*time.Second, syscall.SIGKILL) {
+		removeSockets(sockets)
 		return cgroups, nil
 	}
 	var left []string
@@ -215,6 +240,52 @@ func killTree(root procKey, grace time.Duration) ([]string, error) {
 		}
 	}
 	return cgroups, fmt.Errorf("processes still alive after SIGKILL: %s", strings.Join(left, ","))
+}
+
+// pluginSockets returns the paths of the go-plugin sockets
+// (os.TempDir()/pluginNNNN) that the processes hold open, found through
+// their file descriptors and /proc/net/unix.
+func pluginSockets(keys []procKey) []string {
+	inodes := map[string]bool{}
+	for _, k := range keys {
+		dir := "/proc/" + strconv.Itoa(k.pid) + "/fd"
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			link, err := os.Readlink(dir + "/" + e.Name())
+			if ino, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return nil
+	}
+	prefix := filepath.Join(os.TempDir(), "plugin")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		if len(f) >= 8 && inodes[f[6]] && strings.HasPrefix(f[7], prefix) && !strings.Contains(f[7][len(prefix):], "/") {
+			out = append(out, f[7])
+		}
+	}
+	return out
+}
+
+// removeSockets removes the socket files left by stopped processes.
+func removeSockets(paths []string) {
+	for _, p := range paths {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 // spawnReq asks the spawner thread to start a command.
@@ -263,6 +334,10 @@ type process struct {
 	logFile *os.File
 	done    chan struct{}
 	waitErr error
+
+	// rootFirst, when set, makes stop signal the process alone first and
+	// wait up to that long before stopping its tree (killTreeRootFirst).
+	rootFirst time.Duration
 
 	stopOnce sync.Once
 	stopErr  error
@@ -324,7 +399,7 @@ func (p *process) stop(grace time.Duration) error {
 		var err error
 		if p.key.start != 0 {
 			var cgroups []string
-			cgroups, err = killTree(p.key, grace)
+			cgroups, err = killTreeRootFirst(p.key, p.rootFirst, grace)
 			defer removeTaskCgroups(cgroups) // once the processes are reaped
 		} else if !p.exited() {
 			_ = p.cmd.Process.Kill()

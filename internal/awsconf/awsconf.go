@@ -34,6 +34,14 @@ const (
 	CredentialProviderEC2Role = "ec2_role"
 )
 
+// Keys returns the agent-level keys Parse reads, in the order the reference
+// (docs/reference/target-spotfleet.md) lists them. Parse reads nothing else,
+// so a key missing here is never read (and its documentation is checked
+// against this list).
+func Keys() []string {
+	return []string{KeyRegion, KeyAccessKeyID, KeySecretAccessKey, KeySessionToken, KeyCredentialProvider, KeyEndpoint}
+}
+
 // Settings are the parsed AWS settings. Secrets stay in here and are never
 // printed: String leaves them out.
 type Settings struct {
@@ -70,7 +78,13 @@ func (s Settings) GoString() string { return "awsconf.Settings{" + s.String() + 
 // key, its value when the value is not secret, and what is accepted; the
 // values of aws_access_key_id, aws_secret_access_key and aws_session_token
 // never appear in it.
-func Parse(cfg map[string]string) (Settings, error) {
+func Parse(config map[string]string) (Settings, error) {
+	cfg := make(map[string]string, len(Keys()))
+	for _, k := range Keys() {
+		if v, ok := config[k]; ok {
+			cfg[k] = v
+		}
+	}
 	s := Settings{
 		Region:             strings.TrimSpace(cfg[KeyRegion]),
 		accessKeyID:        cfg[KeyAccessKeyID],

@@ -3,6 +3,7 @@ package plugin
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,14 +49,57 @@ const (
 	// configKeyDryRun makes the strategy decide and explain, but return a
 	// dry-run action that the agent never applies.
 	configKeyDryRun = "dry-run"
+
+	// configKeySignal says what the check's metric is: "cpu" (a CPU
+	// percentage of the pool, the default) or "unplaced" (apm-node's
+	// unplaced_nodes: the empty nodes the allocations waiting unplaced need).
+	configKeySignal = "signal"
+	signalCPU       = "cpu"
+	signalUnplaced  = "unplaced"
+
+	// configKeySaturation is the recent mean CPU at or above which the pool
+	// is called saturated: CPU cannot read above 100%, so the proportional
+	// step underestimates the load and the trend may add to it. A recent
+	// mean above 100% is never saturated: that metric is not clamped.
+	configKeySaturation = "saturation"
+	defaultSaturation   = 95.0
+
+	// configKeyTrendLead is how far ahead the rise of the CPU is projected
+	// when the pool is saturated and still rising (over the trend window and
+	// the scale-out window both): the time from launch to a node taking
+	// work. 0 turns the trend off.
+	configKeyTrendLead = "trend_lead"
+	defaultTrendLead   = 90 * time.Second
+
+	// configKeyTrendWindow is how much of the newest data the trend (a
+	// least-squares slope) is fitted to.
+	configKeyTrendWindow = "trend_window"
+	defaultTrendWindow   = 60 * time.Second
+
+	// configKeyRiseWindow is how far apart two datapoints may be for the
+	// climb of the CPU's rolling scale_out_window mean between them to count
+	// as a rise (set it to the time from launch to a node taking work: a
+	// faster rise outruns a scale-out). A scale-in keeps the window's peak
+	// plus its largest such rise at or below the scale-out threshold, so the
+	// pool never scales in to a count from which a repeat of a rise it just
+	// saw would make it scale out again. The rise is measured on the mean,
+	// not sample to sample, because the peak already holds the sampling
+	// noise. 0 turns it off.
+	configKeyRiseWindow = "rise_window"
+	defaultRiseWindow   = 90 * time.Second
 )
 
 // acceptedKeys lists every key the check config may hold; anything else is a
 // typo the operator should hear about.
 var acceptedKeys = []string{
-	configKeyTarget, configKeyTolerance, configKeyScaleOutWindow, configKeyMaxDataAge,
+	configKeySignal, configKeyTarget, configKeyTolerance, configKeyScaleOutWindow, configKeyMaxDataAge,
 	configKeyScaleInCoverage, configKeyMaxScaleUp, configKeyMaxScaleDown, configKeyDryRun,
+	configKeySaturation, configKeyTrendLead, configKeyTrendWindow, configKeyRiseWindow,
 }
+
+// unplacedKeys are the keys a check with signal = "unplaced" accepts; the
+// others tune the CPU rules, which such a check does not run.
+var unplacedKeys = []string{configKeySignal, configKeyMaxDataAge, configKeyMaxScaleUp, configKeyDryRun}
 
 // checkConfig is the validated, typed form of a check's strategy config.
 type checkConfig struct {
@@ -67,6 +111,11 @@ type checkConfig struct {
 	MaxScaleUp      int64 // 0 means no cap
 	MaxScaleDown    int64 // 0 means no cap
 	DryRun          bool
+	Signal          string
+	Saturation      float64
+	TrendLead       time.Duration // 0 means no trend
+	TrendWindow     time.Duration
+	RiseWindow      time.Duration // 0 means no rise headroom
 }
 
 // defaultCheckConfig returns the configuration used for keys left unset.
@@ -77,6 +126,11 @@ func defaultCheckConfig() checkConfig {
 		ScaleOutWindow:  defaultScaleOutWindow,
 		MaxDataAge:      defaultMaxDataAge,
 		ScaleInCoverage: defaultScaleInCoverage,
+		Signal:          signalCPU,
+		Saturation:      defaultSaturation,
+		TrendLead:       defaultTrendLead,
+		TrendWindow:     defaultTrendWindow,
+		RiseWindow:      defaultRiseWindow,
 	}
 }
 
@@ -104,7 +158,54 @@ func parseCheckConfig(raw map[string]string) (checkConfig, error) {
 			quoteAll(unknown), quoteAll(acceptedKeys))
 	}
 
+	if v, ok := raw[configKeySignal]; ok {
+		switch strings.TrimSpace(v) {
+		case signalCPU, signalUnplaced:
+			cfg.Signal = strings.TrimSpace(v)
+		default:
+			return cfg, fmt.Errorf("invalid value for %q: %q: accepted values are %q (a CPU percentage of the pool) or %q (apm-node's unplaced_nodes)",
+				configKeySignal, v, signalCPU, signalUnplaced)
+		}
+	}
+	if cfg.Signal == signalUnplaced {
+		var notHere []string
+		for k := range raw {
+			if !slices.Contains(unplacedKeys, k) {
+				notHere = append(notHere, k)
+			}
+		}
+		if len(notHere) > 0 {
+			sort.Strings(notHere)
+			return cfg, fmt.Errorf("strategy config key(s) %s do not apply to %s = %q (they tune the CPU rules): accepted keys are %s",
+				quoteAll(notHere), configKeySignal, signalUnplaced, quoteAll(unplacedKeys))
+		}
+	}
+
 	var err error
+	if v, ok := raw[configKeySaturation]; ok {
+		if cfg.Saturation, err = parseFloatIn(configKeySaturation, v, 0, 100, false); err != nil {
+			return cfg, err
+		}
+	}
+	if v, ok := raw[configKeyTrendLead]; ok {
+		d, perr := time.ParseDuration(strings.TrimSpace(v))
+		if perr != nil || d < 0 {
+			return cfg, fmt.Errorf("invalid value for %q: %q: accepted is a duration of 0s or more, such as \"90s\" (0s turns the trend off)", configKeyTrendLead, v)
+		}
+		cfg.TrendLead = d
+	}
+	if v, ok := raw[configKeyTrendWindow]; ok {
+		if cfg.TrendWindow, err = parsePositiveDuration(configKeyTrendWindow, v); err != nil {
+			return cfg, err
+		}
+	}
+	if v, ok := raw[configKeyRiseWindow]; ok {
+		d, perr := time.ParseDuration(strings.TrimSpace(v))
+		if perr != nil || d < 0 {
+			return cfg, fmt.Errorf("invalid value for %q: %q: accepted is a duration of 0s or more, such as \"90s\" (0s turns the rise headroom off)", configKeyRiseWindow, v)
+		}
+		cfg.RiseWindow = d
+	}
 	if v, ok := raw[configKeyTarget]; ok {
 		if cfg.Target, err = parseFloatIn(configKeyTarget, v, 0, 100, false); err != nil {
 			return cfg, err

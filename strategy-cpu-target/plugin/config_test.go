@@ -24,9 +24,65 @@ func TestParseCheckConfig(t *testing.T) {
 			raw: map[string]string{
 				"target": "60", "tolerance": "0.1", "scale_out_window": "1m", "max_data_age": "45s",
 				"scale_in_min_coverage": "0.5", "max_scale_up": "4", "max_scale_down": "2", "dry-run": "true",
+				"signal": "cpu", "saturation": "90", "trend_lead": "2m", "trend_window": "45s", "rise_window": "2m",
 			},
 			want: checkConfig{Target: 60, Tolerance: 0.1, ScaleOutWindow: time.Minute, MaxDataAge: 45 * time.Second,
-				ScaleInCoverage: 0.5, MaxScaleUp: 4, MaxScaleDown: 2, DryRun: true},
+				ScaleInCoverage: 0.5, MaxScaleUp: 4, MaxScaleDown: 2, DryRun: true,
+				Signal: "cpu", Saturation: 90, TrendLead: 2 * time.Minute, TrendWindow: 45 * time.Second, RiseWindow: 2 * time.Minute},
+		},
+		{
+			name: "an unplaced check takes its own keys",
+			raw:  map[string]string{"signal": "unplaced", "max_data_age": "30s", "max_scale_up": "3", "dry-run": "false"},
+			want: func() checkConfig {
+				c := defaultCheckConfig()
+				c.Signal, c.MaxDataAge, c.MaxScaleUp = "unplaced", 30*time.Second, 3
+				return c
+			}(),
+		},
+		{
+			name: "trend_lead 0s turns the trend off",
+			raw:  map[string]string{"trend_lead": "0s"},
+			want: func() checkConfig { c := defaultCheckConfig(); c.TrendLead = 0; return c }(),
+		},
+		{
+			name: "rise_window 0s turns the rise headroom off",
+			raw:  map[string]string{"rise_window": "0s"},
+			want: func() checkConfig { c := defaultCheckConfig(); c.RiseWindow = 0; return c }(),
+		},
+		{
+			name:    "a negative rise_window names key, value and what is accepted",
+			raw:     map[string]string{"rise_window": "-1m"},
+			wantErr: []string{`"rise_window"`, `"-1m"`, "0s or more"},
+		},
+		{
+			name:    "rise_window is a CPU key, refused on an unplaced check",
+			raw:     map[string]string{"signal": "unplaced", "rise_window": "90s"},
+			wantErr: []string{`"rise_window"`, `"unplaced"`},
+		},
+		{
+			name:    "unknown signal names key, value and the accepted ones",
+			raw:     map[string]string{"signal": "memory"},
+			wantErr: []string{`"signal"`, `"memory"`, `"cpu"`, `"unplaced"`},
+		},
+		{
+			name:    "CPU keys are refused on an unplaced check",
+			raw:     map[string]string{"signal": "unplaced", "target": "75", "max_scale_down": "2"},
+			wantErr: []string{`"max_scale_down", "target"`, `do not apply to signal = "unplaced"`, `"max_scale_up"`},
+		},
+		{
+			name:    "saturation above 100 is refused",
+			raw:     map[string]string{"saturation": "101"},
+			wantErr: []string{`"saturation"`, `"101"`, "(0, 100]"},
+		},
+		{
+			name:    "negative trend_lead is refused",
+			raw:     map[string]string{"trend_lead": "-5s"},
+			wantErr: []string{`"trend_lead"`, `"-5s"`, "0s or more"},
+		},
+		{
+			name:    "trend_window of zero is refused",
+			raw:     map[string]string{"trend_window": "0s"},
+			wantErr: []string{`"trend_window"`, `"0s"`, "positive duration"},
 		},
 		{
 			name: "zero tolerance is allowed",

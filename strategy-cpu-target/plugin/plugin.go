@@ -1,7 +1,10 @@
 // Package plugin is the strategy-cpu-target Nomad Autoscaler strategy: it
 // holds the average CPU of a pool of nodes at a target, scaling out fast on
-// the recent load and scaling in only as far as the peak of the whole query
-// window allows.
+// the recent load (past the proportional step when the CPU is saturated and
+// still rising) and scaling in only as far as the peak of the whole query
+// window allows. A check with signal = "unplaced" reads apm-node's
+// unplaced_nodes instead and adds the nodes waiting work needs; it never
+// scales in (docs/unplaced.md).
 package plugin
 
 import (
@@ -75,12 +78,11 @@ func (s *StrategyPlugin) Run(eval *sdk.ScalingCheckEvaluation, count int64) (*sd
 	if eval == nil || eval.Check == nil || eval.Check.Strategy == nil {
 		return nil, errors.New("invalid evaluation: the check and its strategy block are required")
 	}
-	log := s.logger.With("check", eval.Check.Name, "count", count)
-
 	cfg, err := parseCheckConfig(eval.Check.Strategy.Config)
 	if err != nil {
 		return nil, fmt.Errorf("check %q: %w", eval.Check.Name, err)
 	}
+	log := s.logger.With("check", eval.Check.Name, "signal", cfg.Signal, "count", count)
 	if count < 0 {
 		return nil, fmt.Errorf("check %q: current count %d is negative", eval.Check.Name, count)
 	}
@@ -90,12 +92,24 @@ func (s *StrategyPlugin) Run(eval *sdk.ScalingCheckEvaluation, count int64) (*sd
 	eval.Action.Canonicalize()
 
 	var d decision
-	w, problem := summarise(eval.Metrics, cfg.ScaleOutWindow, cfg.MaxDataAge, s.now())
+	var problem string
+	if cfg.Signal == signalUnplaced {
+		var nodes float64
+		var at time.Time
+		nodes, at, problem = newestNodes(eval.Metrics, cfg.MaxDataAge, s.now())
+		if problem == "" {
+			d = decideUnplaced(cfg, count, nodes, at)
+		}
+	} else {
+		var w window
+		w, problem = summarise(eval.Metrics, cfg.ScaleOutWindow, cfg.TrendWindow, cfg.RiseWindow, cfg.MaxDataAge, s.now())
+		if problem == "" {
+			d = decide(cfg, count, w, eval.Check.QueryWindow)
+		}
+	}
 	if problem != "" {
 		d = decision{Direction: sdk.ScaleDirectionNone, Count: count,
 			Reason: fmt.Sprintf("hold %d: no action, %s", count, problem)}
-	} else {
-		d = decide(cfg, count, w, eval.Check.QueryWindow)
 	}
 
 	eval.Action.Direction = d.Direction

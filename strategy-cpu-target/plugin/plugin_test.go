@@ -140,11 +140,55 @@ func TestRun(t *testing.T) {
 		// Scale-in: conservative, from the whole window.
 		{
 			name:       "scale-in goes only as far as the window's peak allows",
+			cfg:        map[string]string{"rise_window": "0s"},
 			count:      10,
 			metrics:    series(testNow, with(flat(60, 40), map[int]float64{10: 50})...),
 			wantDir:    sdk.ScaleDirectionDown,
 			wantCount:  7, // ceil(10 × 50/75) = ceil(6.67)
-			wantReason: []string{"scale in 10 -> 7", "window peak CPU 50.0%", "ceil(10 × 50.0/75) = 7"},
+			wantReason: []string{"scale in 10 -> 7", "window peak CPU 50.0%", "ceil(10 × 50.0/75) = 7 keeps that peak at or below target"},
+		},
+		{
+			// The load stepped up 10 points for 30 s (a whole
+			// scale_out_window), then fell back: its rolling mean rose the
+			// whole step within 30 s, and a repeat from the peak must stay
+			// at or below the scale-out threshold (78.75%).
+			name:      "scale-in keeps headroom for a real step rise that has fallen back",
+			count:     10,
+			metrics:   series(testNow, with(flat(60, 40), map[int]float64{10: 50, 11: 50, 12: 50})...),
+			wantDir:   sdk.ScaleDirectionDown,
+			wantCount: 8, // ceil(10 × (50+10)/78.75) = ceil(7.62)
+			wantReason: []string{"scale in 10 -> 8", "ceil(10 × 50.0/75) = 7 keeps that peak at or below target",
+				"largest rise +10.0 points of the scale_out_window=30s mean within rise_window=1m30s", "ceil(10 × (50.0+10.0)/78.75) = 8, kept"},
+		},
+		{
+			// One 10 s sample of a 30 s scale_out_window moves its mean a
+			// third of the way: the peak holds the sample, the rise only
+			// the third, so it is not counted twice.
+			name:      "a one-sample spike counts in the peak, a third of it in the rise",
+			count:     10,
+			metrics:   series(testNow, with(flat(60, 40), map[int]float64{10: 50})...),
+			wantDir:   sdk.ScaleDirectionDown,
+			wantCount: 7, // max(ceil(10 × 50/75), ceil(10 × (50+3.3)/78.75)) = 7
+			wantReason: []string{"scale in 10 -> 7", "largest rise +3.3 points of the scale_out_window=30s mean",
+				"ceil(10 × (50.0+3.3)/78.75) = 7"},
+		},
+		{
+			// 10 points, but over 5 minutes: slower than rise_window, a
+			// scale-out keeps up with it.
+			name:       "a slow climb is no rise",
+			count:      10,
+			metrics:    series(testNow, ramp(60, 40, 50)...),
+			wantDir:    sdk.ScaleDirectionDown,
+			wantCount:  7,
+			wantReason: []string{"scale in 10 -> 7", "ceil(10 × (50.0+1.5)/78.75) = 7"},
+		},
+		{
+			name:       "a rise can leave no node to spare",
+			count:      4,
+			metrics:    series(testNow, with(flat(60, 20), map[int]float64{40: 50, 41: 50, 42: 50})...),
+			wantDir:    sdk.ScaleDirectionNone,
+			wantCount:  4,
+			wantReason: []string{"ceil(4 × 50.0/75) = 3", "ceil(4 × (50.0+30.0)/78.75) = 5, kept", "no node to spare"},
 		},
 		{
 			name:       "an old peak inside the window blocks scale-in although load is low now",
@@ -413,4 +457,13 @@ func TestPluginBase(t *testing.T) {
 			require.Equal(t, sdk.PluginTypeStrategy, info.PluginType)
 		})
 	}
+}
+
+// ramp returns n datapoints climbing evenly from a to b.
+func ramp(n int, a, b float64) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = a + (b-a)*float64(i)/float64(n-1)
+	}
+	return out
 }

@@ -17,10 +17,11 @@ import (
 
 // policyStyle gives each policy the same colour in every panel.
 var policyStyle = map[string]draw.LineStyle{
-	NameCPUTarget:   {Color: color.RGBA{R: 31, G: 119, B: 180, A: 255}, Width: vg.Points(1.1)},
-	NameTargetValue: {Color: color.RGBA{R: 255, G: 127, B: 14, A: 255}, Width: vg.Points(0.8)},
-	NameAWS:         {Color: color.RGBA{R: 44, G: 160, B: 44, A: 255}, Width: vg.Points(0.8)},
-	NameOracle:      {Color: color.RGBA{R: 140, G: 140, B: 140, A: 255}, Width: vg.Points(0.7), Dashes: []vg.Length{vg.Points(3), vg.Points(2)}},
+	NameCPUTarget:         {Color: color.RGBA{R: 31, G: 119, B: 180, A: 255}, Width: vg.Points(1.1)},
+	NameCPUTargetUnplaced: {Color: color.RGBA{R: 148, G: 103, B: 189, A: 255}, Width: vg.Points(0.9), Dashes: []vg.Length{vg.Points(4), vg.Points(2)}},
+	NameTargetValue:       {Color: color.RGBA{R: 255, G: 127, B: 14, A: 255}, Width: vg.Points(0.8)},
+	NameAWS:               {Color: color.RGBA{R: 44, G: 160, B: 44, A: 255}, Width: vg.Points(0.8)},
+	NameOracle:            {Color: color.RGBA{R: 140, G: 140, B: 140, A: 255}, Width: vg.Points(0.7), Dashes: []vg.Length{vg.Points(3), vg.Points(2)}},
 }
 
 var demandStyle = draw.LineStyle{Color: color.Black, Width: vg.Points(1.2)}

@@ -6,6 +6,7 @@ import (
 
 	hclog "github.com/hashicorp/go-hclog"
 	targetvalue "github.com/hashicorp/nomad-autoscaler/plugins/builtin/strategy/target-value/plugin"
+	"github.com/hashicorp/nomad-autoscaler/plugins/strategy"
 	"github.com/hashicorp/nomad-autoscaler/sdk"
 
 	cputarget "github.com/nomad-spotfleet/nomad-spotfleet/strategy-cpu-target/plugin"
@@ -26,6 +27,23 @@ type AgentSettings struct {
 	CooldownOnScaleUp time.Duration
 	// StrategyConfig is the check's strategy block.
 	StrategyConfig map[string]string
+	// Group is the checks' group (both checks share it).
+	Group string
+	// Unplaced, when set, adds a second check on apm-node's unplaced_nodes.
+	Unplaced *CheckSettings
+}
+
+// CheckSettings are the settings of one more check of a policy.
+type CheckSettings struct {
+	QueryWindow    time.Duration
+	StrategyConfig map[string]string
+}
+
+// UnplacedCheck is the second check of strategy-cpu-target on apm-node's
+// unplaced_nodes (signal = "unplaced"; the strategy uses the newest
+// datapoint).
+func UnplacedCheck() *CheckSettings {
+	return &CheckSettings{QueryWindow: time.Minute, StrategyConfig: map[string]string{"signal": "unplaced"}}
 }
 
 // CPUTargetDefaults are the policy settings recommended for
@@ -39,6 +57,7 @@ func CPUTargetDefaults(target float64) AgentSettings {
 		Cooldown:          2 * time.Minute,
 		CooldownOnScaleUp: 2 * time.Minute,
 		StrategyConfig:    map[string]string{"target": strconv.FormatFloat(target, 'f', -1, 64)},
+		Group:             "pool",
 	}
 }
 
@@ -54,30 +73,49 @@ func TargetValueDefaults(target float64) AgentSettings {
 	}
 }
 
-func newAgentPolicy(s AgentSettings, name string, fleet FleetConfig) *AgentPolicy {
-	return &AgentPolicy{
-		Check: &sdk.ScalingPolicyCheck{
-			Name:        "cpu",
-			QueryWindow: s.QueryWindow,
-			Strategy:    &sdk.ScalingPolicyStrategy{Name: name, Config: s.StrategyConfig},
-		},
+func newAgentPolicy(s AgentSettings, name string, r strategy.Runner, fleet FleetConfig) *AgentPolicy {
+	p := &AgentPolicy{
+		Checks: []AgentCheck{{
+			Check: &sdk.ScalingPolicyCheck{
+				Name:        "cpu",
+				Group:       s.Group,
+				QueryWindow: s.QueryWindow,
+				Strategy:    &sdk.ScalingPolicyStrategy{Name: name, Config: s.StrategyConfig},
+			},
+			Strategy: r,
+			Metric:   MetricCPU,
+		}},
 		Min: int64(fleet.Min), Max: int64(fleet.Max),
 		EvalInterval: s.EvalInterval, Cooldown: s.Cooldown, CooldownOnScaleUp: s.CooldownOnScaleUp,
 	}
+	if s.Unplaced != nil {
+		p.Checks = append(p.Checks, AgentCheck{
+			Check: &sdk.ScalingPolicyCheck{
+				Name:        "unplaced",
+				Group:       s.Group,
+				QueryWindow: s.Unplaced.QueryWindow,
+				Strategy:    &sdk.ScalingPolicyStrategy{Name: name, Config: s.Unplaced.StrategyConfig},
+			},
+			Strategy: r,
+			Metric:   MetricUnplaced,
+		})
+	}
+	return p
 }
 
-// NewCPUTargetPolicy runs this project's strategy, its real code, in process.
+// NewCPUTargetPolicy runs this project's strategy, its real code, in
+// process: one CPU check, and with s.Unplaced a second check on apm-node's
+// unplaced_nodes in the same group.
 func NewCPUTargetPolicy(s AgentSettings, fleet FleetConfig) *AgentPolicy {
-	p := newAgentPolicy(s, cputarget.PluginName, fleet)
-	p.Clock = &Clock{}
-	p.Strategy = cputarget.NewCPUTargetPlugin(hclog.NewNullLogger(), cputarget.WithClock(p.Clock.Now))
+	clock := &Clock{}
+	r := cputarget.NewCPUTargetPlugin(hclog.NewNullLogger(), cputarget.WithClock(clock.Now))
+	p := newAgentPolicy(s, cputarget.PluginName, r, fleet)
+	p.Clock = clock
 	return p
 }
 
 // NewTargetValuePolicy runs the stock target-value strategy from the
 // nomad-autoscaler module, its real code, in process.
 func NewTargetValuePolicy(s AgentSettings, fleet FleetConfig) *AgentPolicy {
-	p := newAgentPolicy(s, "target-value", fleet)
-	p.Strategy = targetvalue.NewTargetValuePlugin(hclog.NewNullLogger())
-	return p
+	return newAgentPolicy(s, "target-value", targetvalue.NewTargetValuePlugin(hclog.NewNullLogger()), fleet)
 }

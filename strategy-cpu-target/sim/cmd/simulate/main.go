@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,35 +37,47 @@ func main() {
 
 func run() error {
 	var (
-		tracesDir  = flag.String("traces", "../shared/traces", "folder holding the shared traces (alibaba2018/, wikipedia-en-hourly/); empty to skip them")
-		csvs       stringList
-		csvColumn  = flag.String("csv-column", "", "header name of the value column in -csv files (default: last column)")
-		csvStep    = flag.Duration("csv-step", time.Minute, "bucket length of -csv rows that carry no timestamp")
-		wikiFrom   = flag.String("wiki-from", "2012-03-05 00:00:00", "first hour of the Wikipedia trace to replay")
-		wikiTo     = flag.String("wiki-to", "2012-03-11 23:00:00", "last hour of the Wikipedia trace to replay")
-		peakNodes  = flag.Float64("peak-nodes", 18, "nodes the trace's peak needs at the target")
-		target     = flag.Float64("target", 75, "target average CPU, percent")
-		tick       = flag.Duration("tick", 10*time.Second, "simulation step and metric sampling interval")
-		boot       = flag.Duration("boot", 90*time.Second, "instance launch to ready (boot, Nomad join, post-configuration)")
-		drain      = flag.Duration("drain", time.Minute, "drain time of a node scaled in or interrupted (Nomad-aware fleets)")
-		minNodes   = flag.Int("min", 1, "fleet minimum")
-		maxNodes   = flag.Int("max", 20, "fleet maximum")
-		spotRate   = flag.Float64("spot-rate", 0, "spot interruptions per node-hour (0: none)")
-		notice     = flag.Duration("notice", 2*time.Minute, "spot interruption notice")
-		seed       = flag.Int64("seed", 1, "random seed, the same for every policy")
-		cooldown   = flag.Duration("cpu-target-cooldown", 0, "override the agent cooldown used with strategy-cpu-target")
-		cooldownUp = flag.Duration("cpu-target-cooldown-up", 0, "override the agent cooldown_on_scale_up used with strategy-cpu-target")
-		window     = flag.Duration("cpu-target-window", 0, "override the query_window used with strategy-cpu-target")
-		knobs      = flag.String("cpu-target-config", "", "extra strategy-cpu-target check config, key=value,key=value")
-		outMD      = flag.String("out-md", "", "write the Markdown tables to this file")
-		doc        = flag.String("doc", "", "regenerate the results section of this Markdown document")
-		plots      = flag.String("plots", "", "write one SVG plot per trace into this folder")
-		sensitive  = flag.String("sensitivity", "", "name of a trace on which to add a sensitivity table (settings varied one at a time)")
+		tracesDir   = flag.String("traces", "../shared/traces", "folder holding the shared traces (alibaba2018/, wikipedia-en-hourly/); empty to skip them")
+		traceSpecs  stringList
+		wikiFrom    = flag.String("wiki-from", "2012-03-05 00:00:00", "first hour of the Wikipedia trace to replay")
+		wikiTo      = flag.String("wiki-to", "2012-03-11 23:00:00", "last hour of the Wikipedia trace to replay")
+		interpolate = flag.Bool("interpolate", false, "interpolate every trace linearly between bucket centres instead of holding each row flat for its bucket (labelled in the results)")
+		peakNodes   = flag.Float64("peak-nodes", 18, "nodes the trace's peak needs at the target")
+		target      = flag.Float64("target", 75, "target average CPU, percent")
+		tick        = flag.Duration("tick", 10*time.Second, "simulation step and metric sampling interval")
+		boot        = flag.Duration("boot", 90*time.Second, "instance launch to ready (boot, Nomad join, post-configuration)")
+		drain       = flag.Duration("drain", time.Minute, "drain time of a node scaled in through target-spotfleet")
+		modify      = flag.Duration("modify", 20*time.Second, "time the spot fleet request stays modifying after a change of its target (target-spotfleet is not ready meanwhile)")
+		scaleOut    = flag.Duration("scale-out-call", 15*time.Second, "time target-spotfleet's Scale takes to return after a scale-out (it waits to see the instances launched)")
+		allocSize   = flag.Float64("alloc-size", 0.125, "resource ask of one allocation, in nodes")
+		minNodes    = flag.Int("min", 1, "fleet minimum")
+		maxNodes    = flag.Int("max", 20, "fleet maximum")
+		spotRate    = flag.Float64("spot-rate", 0, "spot interruptions per node-hour (0: none)")
+		notice      = flag.Duration("notice", 2*time.Minute, "spot interruption notice")
+		intDrain    = flag.Duration("interruption-drain-deadline", 90*time.Second, "target-spotfleet's interruption_drain_deadline")
+		awsDelay    = flag.Duration("aws-publish-delay", time.Minute, "CloudWatch publication delay of the AWS model's datapoints")
+		seed        = flag.Int64("seed", 1, "random seed, the same for every policy")
+		unplaced    = flag.Bool("unplaced", false, "also run strategy-cpu-target with a second check on apm-node's unplaced_nodes")
+		cooldown    = flag.Duration("cpu-target-cooldown", 0, "override the agent cooldown used with strategy-cpu-target")
+		cooldownUp  = flag.Duration("cpu-target-cooldown-up", 0, "override the agent cooldown_on_scale_up used with strategy-cpu-target")
+		window      = flag.Duration("cpu-target-window", 0, "override the query_window used with strategy-cpu-target")
+		knobs       = flag.String("cpu-target-config", "", "extra strategy-cpu-target CPU check config, key=value,key=value")
+		outMD       = flag.String("out-md", "", "write the Markdown tables to this file")
+		doc         = flag.String("doc", "", "regenerate the results section of this Markdown document")
+		plots       = flag.String("plots", "", "write one SVG plot per trace into this folder")
+		sensitive   = flag.String("sensitivity", "", "name of a trace on which to add a sensitivity table (settings varied one at a time)")
 	)
-	flag.Var(&csvs, "csv", "extra trace: a CSV file, or name=file (repeatable)")
+	flag.Var(&traceSpecs, "csv", "extra trace (repeatable): path, or name=path, followed by per-trace settings as ,key=value: "+
+		"column (header name, or 1-based position without a header; required when there is more than one value column), "+
+		"step (row length, required without timestamps, refused with them), resample (aggregate to this step), "+
+		"from, to (timestamps, \"2006-01-02 15:04:05\"), interpolate (true/false)")
 	flag.Parse()
 
-	fleet := sim.FleetConfig{Min: *minNodes, Max: *maxNodes, BootDelay: *boot, DrainTime: *drain, SpotRate: *spotRate, Notice: *notice}
+	fleet := sim.FleetConfig{Min: *minNodes, Max: *maxNodes, BootDelay: *boot, DrainTime: *drain, SpotRate: *spotRate,
+		Notice: *notice, InterruptDrainDeadline: *intDrain, ScaleOutCall: *scaleOut, ModifyTime: *modify, AllocSize: *allocSize}
+	if err := checkFleet(fleet); err != nil {
+		return err
+	}
 	ours := sim.CPUTargetDefaults(*target)
 	if *cooldown > 0 {
 		ours.Cooldown = *cooldown
@@ -76,12 +89,17 @@ func run() error {
 		ours.QueryWindow = *window
 	}
 	for _, kv := range strings.Split(*knobs, ",") {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			ours.StrategyConfig[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		if strings.TrimSpace(kv) == "" {
+			continue
 		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("-cpu-target-config %q: %q is not key=value", *knobs, kv)
+		}
+		ours.StrategyConfig[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 
-	traces, err := loadTraces(*tracesDir, csvs, *csvColumn, *csvStep, *wikiFrom, *wikiTo)
+	traces, err := loadTraces(*tracesDir, traceSpecs, *wikiFrom, *wikiTo, *interpolate)
 	if err != nil {
 		return err
 	}
@@ -90,7 +108,7 @@ func run() error {
 	}
 
 	bench := sim.Bench{Fleet: fleet, Target: *target, PeakNodes: *peakNodes, Tick: *tick, Seed: *seed,
-		CPUTarget: ours, TargetValue: sim.TargetValueDefaults(*target)}
+		CPUTarget: ours, TargetValue: sim.TargetValueDefaults(*target), AWSPublishDelay: *awsDelay, Unplaced: *unplaced}
 	results := make([]sim.TraceResult, len(traces))
 	errs := make([]error, len(traces))
 	var wg sync.WaitGroup
@@ -157,13 +175,86 @@ func run() error {
 	return nil
 }
 
-func loadTraces(dir string, csvs []string, column string, step time.Duration, wikiFrom, wikiTo string) ([]sim.Trace, error) {
+func checkFleet(f sim.FleetConfig) error {
+	switch {
+	case f.Min < 0 || f.Max < max(1, f.Min):
+		return fmt.Errorf("-min %d / -max %d: need 0 <= min <= max and max >= 1", f.Min, f.Max)
+	case f.AllocSize <= 0 || f.AllocSize > 1:
+		return fmt.Errorf("-alloc-size %g: must be in (0, 1] nodes", f.AllocSize)
+	case f.SpotRate < 0:
+		return fmt.Errorf("-spot-rate %g: must not be negative", f.SpotRate)
+	}
+	return nil
+}
+
+// parseSpec reads "name=path,key=value,..." (or "path,key=value,...").
+func parseSpec(spec string) (name, path string, opts sim.CSVOptions, err error) {
+	parts := strings.Split(spec, ",")
+	head := parts[0]
+	if n, p, ok := strings.Cut(head, "="); ok {
+		name, path = n, p
+	} else {
+		path = head
+		name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	if path == "" {
+		return "", "", opts, fmt.Errorf("-csv %q: no file named", spec)
+	}
+	for _, kv := range parts[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return "", "", opts, fmt.Errorf("-csv %q: %q is not key=value", spec, kv)
+		}
+		switch k {
+		case "column":
+			opts.Column = v
+		case "step", "resample":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return "", "", opts, fmt.Errorf("-csv %q: %s=%q: want a positive duration such as 30s", spec, k, v)
+			}
+			if k == "step" {
+				opts.Step = d
+			} else {
+				opts.Resample = d
+			}
+		case "from", "to":
+			t, err := time.Parse("2006-01-02 15:04:05", v)
+			if err != nil {
+				return "", "", opts, fmt.Errorf("-csv %q: %s=%q: want \"2006-01-02 15:04:05\"", spec, k, v)
+			}
+			if k == "from" {
+				opts.From = t
+			} else {
+				opts.To = t
+			}
+		case "interpolate":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return "", "", opts, fmt.Errorf("-csv %q: interpolate=%q: want true or false", spec, v)
+			}
+			opts.Interpolate = b
+		default:
+			return "", "", opts, fmt.Errorf("-csv %q: unknown setting %q (accepted: column, step, resample, from, to, interpolate)", spec, k)
+		}
+	}
+	return name, path, opts, nil
+}
+
+func loadTraces(dir string, specs []string, wikiFrom, wikiTo string, interpolate bool) ([]sim.Trace, error) {
 	var out []sim.Trace
+	label := func(tr sim.Trace) sim.Trace {
+		if tr.Interpolate {
+			tr.Source += "; INTERPOLATED between bucket centres (-interpolate), not held flat"
+		}
+		return tr
+	}
 	if dir != "" {
 		missing := func(err error) error {
 			return fmt.Errorf("%w\nthe shared traces are not in %s: see docs/benchmark.md (\"Getting the traces\") to download them, or point -traces at them", err, dir)
 		}
-		ali, err := sim.LoadCSV("alibaba2018", filepath.Join(dir, alibabaFile), sim.CSVOptions{Column: "cpu_util_percent", Step: 30 * time.Second})
+		ali, err := sim.LoadCSV("alibaba2018", filepath.Join(dir, alibabaFile),
+			sim.CSVOptions{Column: "cpu_util_percent", Step: 30 * time.Second, Interpolate: interpolate})
 		if err != nil {
 			return nil, missing(err)
 		}
@@ -175,23 +266,23 @@ func loadTraces(dir string, csvs []string, column string, step time.Duration, wi
 		if err != nil {
 			return nil, fmt.Errorf("-wiki-to: %w", err)
 		}
-		wiki, err := sim.LoadCSV("wikipedia-en", filepath.Join(dir, wikipediaFile), sim.CSVOptions{From: from, To: to})
+		wiki, err := sim.LoadCSV("wikipedia-en", filepath.Join(dir, wikipediaFile), sim.CSVOptions{From: from, To: to, Interpolate: interpolate})
 		if err != nil {
 			return nil, missing(err)
 		}
-		out = append(out, ali, wiki)
+		out = append(out, label(ali), label(wiki))
 	}
-	for _, c := range csvs {
-		name, path, ok := strings.Cut(c, "=")
-		if !ok {
-			path = c
-			name = strings.TrimSuffix(filepath.Base(c), filepath.Ext(c))
-		}
-		tr, err := sim.LoadCSV(name, path, sim.CSVOptions{Column: column, Step: step})
+	for _, spec := range specs {
+		name, path, opts, err := parseSpec(spec)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, tr)
+		opts.Interpolate = opts.Interpolate || interpolate
+		tr, err := sim.LoadCSV(name, path, opts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, label(tr))
 	}
 	return out, nil
 }
