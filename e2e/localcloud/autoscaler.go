@@ -147,6 +147,27 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 		spec.ExtraHCL = replaceAddr(spec.ExtraHCL, c.NomadAddr(), nomadAddr)
 	}
 
+	return c.launchAgent(ctx, spec.Bin, spec.Env, spec.Policies, func(dir, policyDir string, port int) (string, []string, error) {
+		cfgPath := filepath.Join(dir, "agent.hcl")
+		if err := os.WriteFile(cfgPath, []byte(agentHCL(spec, nomadAddr, policyDir, port)), 0o644); err != nil {
+			return "", nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
+		}
+		return cfgPath, []string{"agent", "-config", cfgPath}, nil
+	})
+}
+
+// agentArgs writes the agent's configuration for a start on the given HTTP
+// port and returns its path and the agent's command-line arguments.
+type agentArgs func(dir, policyDir string, port int) (cfgPath string, args []string, err error)
+
+// launchAgent starts one autoscaler agent: a directory of its own with the
+// policies written into its policy dir, then up to three attempts on a free
+// port each (another process may take the port between the probe and the
+// agent's bind), waiting until the agent's HTTP health endpoint answers and
+// its policy manager has started (its plugins are loaded and configured). If
+// the agent exits during start-up it returns the handle (for its logs) and
+// an error wrapping ErrAutoscalerExited.
+func (c *Cloud) launchAgent(ctx context.Context, bin string, env []string, policies map[string]string, prepare agentArgs) (*Autoscaler, error) {
 	c.mu.Lock()
 	n := len(c.autoscalers) + 1
 	c.mu.Unlock()
@@ -155,7 +176,7 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 	if err := os.MkdirAll(policyDir, 0o755); err != nil {
 		return nil, fmt.Errorf("localcloud: create autoscaler policy dir: %w", err)
 	}
-	for name, content := range spec.Policies {
+	for name, content := range policies {
 		if name != filepath.Base(name) {
 			return nil, fmt.Errorf("localcloud: policy file name %q must not contain a path", name)
 		}
@@ -163,6 +184,7 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 			return nil, fmt.Errorf("localcloud: write policy %s: %w", name, err)
 		}
 	}
+	logPath := filepath.Join(c.logsDir, fmt.Sprintf("autoscaler-%d.log", n))
 
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -170,12 +192,11 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 		if err != nil {
 			return nil, err
 		}
-		a := &Autoscaler{dir: dir, policyDir: policyDir, cfgPath: filepath.Join(dir, "agent.hcl"),
-			addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
-		if err := os.WriteFile(a.cfgPath, []byte(agentHCL(spec, nomadAddr, policyDir, port)), 0o644); err != nil {
-			return nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
+		cfgPath, args, err := prepare(dir, policyDir, port)
+		if err != nil {
+			return nil, err
 		}
-		logPath := filepath.Join(c.logsDir, fmt.Sprintf("autoscaler-%d.log", n))
+		a := &Autoscaler{dir: dir, policyDir: policyDir, cfgPath: cfgPath, addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
 		if attempt > 0 {
 			_ = os.Remove(logPath)
 		}
@@ -184,8 +205,7 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 			c.mu.Unlock()
 			return nil, errors.New("localcloud: start autoscaler: the cloud is closed")
 		}
-		p, err := startProcess(fmt.Sprintf("nomad-autoscaler-%d", n), spec.Bin,
-			[]string{"agent", "-config", a.cfgPath}, dir, logPath, c.autoscalerEnv(spec.Env))
+		p, err := startProcess(fmt.Sprintf("nomad-autoscaler-%d", n), bin, args, dir, logPath, c.autoscalerEnv(env))
 		if err != nil {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("localcloud: %w", err)
@@ -209,7 +229,7 @@ func (c *Cloud) StartAutoscaler(ctx context.Context, spec AutoscalerSpec) (*Auto
 			if errors.Is(err, ErrAutoscalerExited) {
 				return a, fmt.Errorf("localcloud: start autoscaler: %w (%v); log %s", ErrAutoscalerExited, p.exitErr(), logPath)
 			}
-			c.logf("autoscaler %d up at %s (pid %d, log %s)", n, a.addr, p.pid(), logPath)
+			c.logf("autoscaler %d up at %s on config %s (pid %d, log %s)", n, a.addr, cfgPath, p.pid(), logPath)
 			return a, nil
 		}
 		if !p.exited() {

@@ -2,12 +2,10 @@ package localcloud
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -63,33 +61,10 @@ func (c *Cloud) StartAutoscalerWithConfig(ctx context.Context, spec AgentConfigS
 		spec.LogLevel = "DEBUG"
 	}
 
-	c.mu.Lock()
-	n := len(c.autoscalers) + 1
-	c.mu.Unlock()
-	dir := filepath.Join(c.cfg.WorkDir, fmt.Sprintf("autoscaler-%d", n))
-	policyDir := filepath.Join(dir, "policies")
-	if err := os.MkdirAll(policyDir, 0o755); err != nil {
-		return nil, fmt.Errorf("localcloud: create autoscaler policy dir: %w", err)
-	}
-	for name, content := range spec.Policies {
-		if name != filepath.Base(name) {
-			return nil, fmt.Errorf("localcloud: policy file name %q must not contain a path", name)
-		}
-		if err := os.WriteFile(filepath.Join(policyDir, name), []byte(content), 0o644); err != nil {
-			return nil, fmt.Errorf("localcloud: write policy %s: %w", name, err)
-		}
-	}
-	cfgPath := filepath.Join(dir, "agent.hcl")
-	if err := os.WriteFile(cfgPath, []byte(spec.Config), 0o644); err != nil {
-		return nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
-	}
-	logPath := filepath.Join(c.logsDir, fmt.Sprintf("autoscaler-%d.log", n))
-
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
+	return c.launchAgent(ctx, spec.Bin, spec.Env, spec.Policies, func(dir, policyDir string, port int) (string, []string, error) {
+		cfgPath := filepath.Join(dir, "agent.hcl")
+		if err := os.WriteFile(cfgPath, []byte(spec.Config), 0o644); err != nil {
+			return "", nil, fmt.Errorf("localcloud: write autoscaler config: %w", err)
 		}
 		args := []string{"agent", "-config", cfgPath,
 			"-plugin-dir", spec.PluginDir,
@@ -105,43 +80,6 @@ func (c *Cloud) StartAutoscalerWithConfig(ctx context.Context, spec AgentConfigS
 		if spec.Cooldown > 0 {
 			args = append(args, "-policy-default-cooldown", spec.Cooldown.String())
 		}
-		a := &Autoscaler{dir: dir, policyDir: policyDir, cfgPath: cfgPath, addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
-		if attempt > 0 {
-			_ = os.Remove(logPath)
-		}
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return nil, errors.New("localcloud: start autoscaler: the cloud is closed")
-		}
-		p, err := startProcess(fmt.Sprintf("nomad-autoscaler-%d", n), spec.Bin, args, dir, logPath, c.autoscalerEnv(spec.Env))
-		if err != nil {
-			c.mu.Unlock()
-			return nil, fmt.Errorf("localcloud: %w", err)
-		}
-		a.proc = p
-		c.autoscalers = append(c.autoscalers, a)
-		c.started = append(c.started, p.pid())
-		c.mu.Unlock()
-
-		err = waitHTTP(ctx, a.addr+"/v1/health", p, 60*time.Second)
-		if err == nil {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			_, err = a.WaitLog(wctx, "starting policy source")
-			cancel()
-			if errors.Is(err, ErrAutoscalerExited) {
-				return a, fmt.Errorf("localcloud: start autoscaler: %w (%v); log %s", ErrAutoscalerExited, p.exitErr(), logPath)
-			}
-			c.logf("autoscaler %d up at %s on config %s (pid %d, log %s)", n, a.addr, cfgPath, p.pid(), logPath)
-			return a, nil
-		}
-		if !p.exited() {
-			return a, fmt.Errorf("localcloud: wait for the autoscaler agent at %s: %w", a.addr, err)
-		}
-		lastErr = fmt.Errorf("localcloud: start autoscaler: %w (%v); log %s", ErrAutoscalerExited, p.exitErr(), logPath)
-		if !strings.Contains(a.Logs(), "address already in use") {
-			return a, lastErr
-		}
-	}
-	return nil, lastErr
+		return cfgPath, args, nil
+	})
 }
