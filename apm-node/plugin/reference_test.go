@@ -47,8 +47,6 @@ func TestConfigKeysAreRead(t *testing.T) {
 	}
 }
 
-var firstCode = regexp.MustCompile("`([^`]*)`")
-
 // TestReferenceDefaults checks the default column of the agent-level keys
 // and of aggregate against what the parsers apply.
 func TestReferenceDefaults(t *testing.T) {
@@ -65,13 +63,11 @@ func TestReferenceDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	code := func(rows []refdoc.Row, key string) string {
-		cell, ok := refdoc.Cell(rows, key, 1)
-		m := firstCode.FindStringSubmatch(cell)
-		if !ok || m == nil {
-			t.Errorf("%s: no `default` for %s", referencePage, key)
-			return ""
+		v, err := refdoc.Default(rows, key)
+		if err != nil {
+			t.Errorf("%s: %v", referencePage, err)
 		}
-		return m[1]
+		return v
 	}
 	for key, want := range map[string]time.Duration{
 		configKeySampleInterval:  cfg.sampleInterval,

@@ -213,3 +213,21 @@ func Cell(rows []Row, key string, col int) (string, bool) {
 	}
 	return "", false
 }
+
+// firstCode is the first code span of a cell.
+var firstCode = regexp.MustCompile("`([^`]*)`")
+
+// Default returns the first code span of key's default column (column 1),
+// the value a reference page gives as the key's default; the error says
+// whether the row or the code span is missing.
+func Default(rows []Row, key string) (string, error) {
+	cell, ok := Cell(rows, key, 1)
+	if !ok {
+		return "", fmt.Errorf("no row for %s", key)
+	}
+	m := firstCode.FindStringSubmatch(cell)
+	if m == nil {
+		return "", fmt.Errorf("the default of %s (%q) has no `value`", key, cell)
+	}
+	return m[1], nil
+}

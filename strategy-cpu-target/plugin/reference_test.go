@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -24,8 +23,6 @@ func TestReferenceListsEveryKey(t *testing.T) {
 		t.Errorf("%s: %s", referencePage, p)
 	}
 }
-
-var firstCode = regexp.MustCompile("`([^`]*)`")
 
 // TestReferenceDefaults checks the default column against the defaults
 // parseCheckConfig applies to an empty block.
@@ -63,12 +60,11 @@ func TestReferenceDefaults(t *testing.T) {
 		return c
 	}
 	code := func(key string) string {
-		m := firstCode.FindStringSubmatch(cell(key))
-		if m == nil {
-			t.Errorf("%s: the default of %s has no `value`", referencePage, key)
-			return ""
+		v, err := refdoc.Default(rows, key)
+		if err != nil {
+			t.Errorf("%s: %v", referencePage, err)
 		}
-		return m[1]
+		return v
 	}
 	for key, want := range numbers {
 		if got := code(key); got != "" {

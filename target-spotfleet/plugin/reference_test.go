@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"regexp"
 	"slices"
 	"strconv"
 	"testing"
@@ -55,9 +54,6 @@ func TestReferenceListsEveryKey(t *testing.T) {
 	}
 }
 
-// firstCode is the first code span of a cell.
-var firstCode = regexp.MustCompile("`([^`]*)`")
-
 // TestReferenceDefaults checks the default column of the policy-level keys
 // against the defaults the parser applies.
 func TestReferenceDefaults(t *testing.T) {
@@ -92,17 +88,11 @@ func TestReferenceDefaults(t *testing.T) {
 		configKeyAdmissionKey:     p.Gate.MetaKey(),
 	}
 	defaultOf := func(key string) string {
-		cell, ok := refdoc.Cell(rows, key, 1)
-		if !ok {
-			t.Errorf("%s: no row for %s", referencePage, key)
-			return ""
+		v, err := refdoc.Default(rows, key)
+		if err != nil {
+			t.Errorf("%s: %v", referencePage, err)
 		}
-		m := firstCode.FindStringSubmatch(cell)
-		if m == nil {
-			t.Errorf("%s: the default of %s (%q) has no `value`", referencePage, key, cell)
-			return ""
-		}
-		return m[1]
+		return v
 	}
 	for key, want := range durations {
 		got := defaultOf(key)
